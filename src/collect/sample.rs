@@ -1,0 +1,354 @@
+//! From raw /proc bytes to `ServerMetrics`.
+//!
+//! Both collectors produce a [`RawSample`] (the local one by reading files, the SSH
+//! one by splitting the script's output); [`build_metrics`] turns it into the wire
+//! type. Keeping one path means a GNU host, a BusyBox host and the gateway itself are
+//! measured the same way.
+
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+use super::parse::{self, CpuTimes, ParseError, Space};
+use super::script::Section;
+use crate::model::{self, Cpu, Disk, HostStatus, Memory, Process, ServerMetrics};
+
+/// Filesystem types that are not real storage: pseudo filesystems, read-only images,
+/// RAM-backed mounts, and network filesystems (a dead NFS server would hang `df`).
+/// `include_fstypes` in the config takes names out of this list.
+pub const DEFAULT_EXCLUDED_FSTYPES: &[&str] = &[
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "cifs",
+    "configfs",
+    "cramfs",
+    "debugfs",
+    "devfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "erofs",
+    "fuse.gvfsd-fuse",
+    "fuse.lxcfs",
+    "fuse.portal",
+    "fuse.snapfuse",
+    "fuse.sshfs",
+    "fusectl",
+    "hugetlbfs",
+    "iso9660",
+    "mqueue",
+    "nfs",
+    "nfs4",
+    "nfsd",
+    "nsfs",
+    "overlay",
+    "proc",
+    "pstore",
+    "ramfs",
+    "romfs",
+    "rootfs",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "smb3",
+    "smbfs",
+    "squashfs",
+    "sysfs",
+    "tmpfs",
+    "tracefs",
+    "udf",
+    "9p",
+    "ceph",
+    "glusterfs",
+];
+
+/// Which filesystems count as disks.
+#[derive(Debug, Clone)]
+pub struct FsFilter {
+    excluded: Vec<String>,
+}
+
+impl FsFilter {
+    pub fn new(include: &[String]) -> Self {
+        let include: HashSet<&str> = include.iter().map(String::as_str).collect();
+        FsFilter {
+            excluded: DEFAULT_EXCLUDED_FSTYPES
+                .iter()
+                .filter(|t| !include.contains(*t))
+                .map(|t| t.to_string())
+                .collect(),
+        }
+    }
+
+    pub fn is_real(&self, fstype: &str) -> bool {
+        !self.excluded.iter().any(|t| t == fstype)
+    }
+
+    pub fn excluded(&self) -> &[String] {
+        &self.excluded
+    }
+}
+
+/// What one poll read from a target, before interpretation.
+#[derive(Debug, Default, Clone)]
+pub struct RawSample {
+    pub hostname: Vec<u8>,
+    pub uptime: Vec<u8>,
+    pub meminfo: Vec<u8>,
+    pub stat: Vec<u8>,
+    pub cpuinfo: Vec<u8>,
+    pub mounts: Vec<u8>,
+    pub space: Vec<Space>,
+    /// The top processes by resident memory (already narrowed on the target).
+    pub procs: Vec<RawProc>,
+    /// `/etc/passwd`, or the script's `name:uid` lines for the UIDs that matter.
+    pub passwd: Vec<u8>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RawProc {
+    pub pid: u32,
+    pub status: Vec<u8>,
+    pub cmdline: Vec<u8>,
+}
+
+impl RawSample {
+    /// Assemble a sample from the remote script's sections.
+    pub fn from_sections(sections: &[Section<'_>]) -> Self {
+        let mut raw = RawSample::default();
+        let mut procs: HashMap<u32, RawProc> = HashMap::new();
+        let mut order = Vec::new();
+        for s in sections {
+            let body = s.body.to_vec();
+            match s.name {
+                b"hostname" => raw.hostname = body,
+                b"uptime" => raw.uptime = body,
+                b"meminfo" => raw.meminfo = body,
+                b"stat" => raw.stat = body,
+                b"cpuinfo" => raw.cpuinfo = body,
+                b"mounts" => raw.mounts = body,
+                b"df" => raw.space = parse::df_posix(&body),
+                b"passwd" => raw.passwd = body,
+                b"proc" | b"cmdline" => {
+                    let Some(pid) = std::str::from_utf8(s.arg)
+                        .ok()
+                        .and_then(|a| a.trim().parse::<u32>().ok())
+                    else {
+                        continue;
+                    };
+                    let entry = procs.entry(pid).or_insert_with(|| {
+                        order.push(pid);
+                        RawProc {
+                            pid,
+                            ..RawProc::default()
+                        }
+                    });
+                    if s.name == b"proc" {
+                        entry.status = body;
+                    } else {
+                        // The script appends a newline after the raw cmdline bytes.
+                        let mut body = body;
+                        if body.last() == Some(&b'\n') {
+                            body.pop();
+                        }
+                        entry.cmdline = body;
+                    }
+                }
+                _ => {}
+            }
+        }
+        raw.procs = order
+            .into_iter()
+            .filter_map(|pid| procs.remove(&pid))
+            .collect();
+        raw
+    }
+}
+
+/// Interpret a sample. `previous_cpu` is the last poll's CPU counters of the same
+/// target; the returned counters are to be kept for the next poll.
+pub fn build_metrics(
+    raw: &RawSample,
+    previous_cpu: Option<CpuTimes>,
+    top_n: usize,
+    filter: &FsFilter,
+    now: SystemTime,
+) -> Result<(ServerMetrics, CpuTimes), ParseError> {
+    let hostname = parse::hostname(&raw.hostname)?;
+    let uptime_seconds = parse::uptime_seconds(&raw.uptime)?;
+    let mem = parse::meminfo(&raw.meminfo)?;
+    let cpu_stat = parse::cpu_stat(&raw.stat)?;
+    let memory = Memory {
+        total: mem.total,
+        used: mem.total - mem.available,
+        free: mem.available,
+        used_percent: model::round1((mem.total - mem.available) as f64 / mem.total as f64 * 100.0),
+    };
+    let metrics = ServerMetrics {
+        hostname,
+        uptime_seconds,
+        disks: disks(&parse::mounts(&raw.mounts), &raw.space, filter),
+        top_procs_by_mem: processes(raw, mem.total, top_n),
+        memory,
+        generated_at_utc: model::rfc3339_utc(now),
+        cpu: Cpu {
+            cores: cpu_stat.cores,
+            used_percent: model::round1(parse::cpu_used_percent(previous_cpu, cpu_stat.times)),
+            model_name: parse::cpu_model(&raw.cpuinfo),
+        },
+        status: HostStatus::Online,
+        error: None,
+    };
+    Ok((metrics, cpu_stat.times))
+}
+
+/// Real filesystems with their sizes, in /proc/mounts order. A mountpoint mounted over
+/// twice counts once (the top mount, which is what `df` measured); a device mounted
+/// at several places (bind mounts) counts once, at its first mountpoint.
+pub fn disks(mounts: &[parse::Mount], space: &[Space], filter: &FsFilter) -> Vec<Disk> {
+    let sizes: HashMap<&str, &Space> = space.iter().map(|s| (s.mountpoint.as_str(), s)).collect();
+    let top_mount: HashMap<&str, usize> = mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.mountpoint.as_str(), i))
+        .collect();
+    let mut seen_devices = HashSet::new();
+    let mut out = Vec::new();
+    for (i, m) in mounts.iter().enumerate() {
+        if top_mount.get(m.mountpoint.as_str()) != Some(&i) || !filter.is_real(&m.fstype) {
+            continue;
+        }
+        let Some(size) = sizes.get(m.mountpoint.as_str()) else {
+            continue;
+        };
+        if size.total == 0 || !seen_devices.insert(m.device.as_str()) {
+            continue;
+        }
+        let denominator = size.used.saturating_add(size.avail);
+        out.push(Disk {
+            device: m.device.clone(),
+            mountpoint: m.mountpoint.clone(),
+            fstype: m.fstype.clone(),
+            total: size.total,
+            used: size.used,
+            free: size.avail,
+            used_percent: if denominator == 0 {
+                0.0
+            } else {
+                model::round1(size.used as f64 / denominator as f64 * 100.0)
+            },
+        });
+    }
+    out
+}
+
+/// The `top_n` processes by RSS, largest first, with user names resolved.
+fn processes(raw: &RawSample, mem_total: u64, top_n: usize) -> Vec<Process> {
+    let users = parse::passwd(&raw.passwd);
+    let mut procs: Vec<Process> = raw
+        .procs
+        .iter()
+        .filter_map(|p| {
+            let status = parse::proc_status(&p.status);
+            let rss = status.rss?;
+            Some(Process {
+                pid: p.pid,
+                username: status
+                    .uid
+                    .map(|uid| users.get(&uid).cloned().unwrap_or_else(|| uid.to_string()))
+                    .unwrap_or_default(),
+                name: status.name,
+                rss_bytes: rss,
+                percent_ram: model::round2(rss as f64 / mem_total as f64 * 100.0),
+                cmdline: parse::cmdline(&p.cmdline),
+            })
+        })
+        .collect();
+    procs.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
+    procs.truncate(top_n);
+    procs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(m: &str, total: u64, used: u64, avail: u64) -> Space {
+        Space {
+            mountpoint: m.into(),
+            total,
+            used,
+            avail,
+        }
+    }
+
+    #[test]
+    fn disks_skip_pseudo_bind_and_overmounts() {
+        let mounts = parse::mounts(
+            b"/dev/sda1 / ext4 rw 0 0\nproc /proc proc rw 0 0\ntmpfs /run tmpfs rw 0 0\n/dev/sda1 /srv/bind ext4 rw 0 0\n/dev/sdb1 /data xfs rw 0 0\n/dev/sdc1 /data ext4 rw 0 0\n",
+        );
+        let sp = vec![
+            space("/", 100, 40, 50),
+            space("/run", 10, 1, 9),
+            space("/srv/bind", 100, 40, 50),
+            space("/data", 200, 20, 180),
+        ];
+        let d = disks(&mounts, &sp, &FsFilter::new(&[]));
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            (
+                d[0].mountpoint.as_str(),
+                d[0].fstype.as_str(),
+                d[0].used_percent
+            ),
+            ("/", "ext4", 44.4)
+        );
+        assert_eq!(
+            (d[1].device.as_str(), d[1].fstype.as_str()),
+            ("/dev/sdc1", "ext4")
+        );
+        // tmpfs can be opted in.
+        let d = disks(&mounts, &sp, &FsFilter::new(&["tmpfs".into()]));
+        assert!(d.iter().any(|d| d.mountpoint == "/run"));
+    }
+
+    #[test]
+    fn processes_sorted_and_named() {
+        let raw = RawSample {
+            passwd: b"postgres:106\nroot:0\n".to_vec(),
+            procs: vec![
+                RawProc {
+                    pid: 1,
+                    status: b"Name: init\nUid: 0\nVmRSS: 1000 kB\n".to_vec(),
+                    cmdline: b"/sbin/init\0".to_vec(),
+                },
+                RawProc {
+                    pid: 2,
+                    status: b"Name: postgres\nUid: 106\nVmRSS: 4000 kB\n".to_vec(),
+                    cmdline: b"postgres\0-D\0/d\0".to_vec(),
+                },
+                RawProc {
+                    pid: 3,
+                    status: b"Name: kthreadd\nUid: 0\n".to_vec(),
+                    cmdline: vec![],
+                },
+                RawProc {
+                    pid: 4,
+                    status: b"Name: x\nUid: 4242\nVmRSS: 2000 kB\n".to_vec(),
+                    cmdline: vec![],
+                },
+            ],
+            ..RawSample::default()
+        };
+        let p = processes(&raw, 8000 * 1024, 5);
+        let pids: Vec<u32> = p.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, vec![2, 4, 1]);
+        assert_eq!(p[0].username, "postgres");
+        assert_eq!(p[0].percent_ram, 50.0);
+        assert_eq!(p[0].cmdline, "postgres -D /d");
+        assert_eq!(p[1].username, "4242");
+        assert_eq!(processes(&raw, 8000 * 1024, 1).len(), 1);
+    }
+}

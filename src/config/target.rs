@@ -1,0 +1,233 @@
+//! Target URLs: `local`, `ssh://user:pass@host:port`, `ssh://user@host:port`.
+//!
+//! A password may hold `,` `@` `:` `/` when percent-encoded (`%2C` `%40` `%3A` `%2F`);
+//! an unencoded `@` in the password also works, as the last `@` ends the user info.
+//! Nothing here ever puts a password into an error message: errors quote the URL
+//! through [`mask_url`].
+
+use std::path::PathBuf;
+
+use percent_encoding::percent_decode_str;
+
+use super::Secret;
+
+/// What to monitor.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The URL as configured with the password replaced by `***`: the key of this
+    /// target in `metrics_update` and the REST API.
+    pub key: String,
+    pub kind: TargetKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum TargetKind {
+    /// The machine monserv runs on, read from /proc directly.
+    Local,
+    Ssh(SshTarget),
+}
+
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub auth: SshAuth,
+}
+
+#[derive(Debug, Clone)]
+pub enum SshAuth {
+    Password(Secret),
+    /// Private key file (OpenSSH or PKCS#8, unencrypted).
+    Key(PathBuf),
+}
+
+/// Replace the password of anything URL-shaped with `***`. Safe on any input.
+pub fn mask_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***@{}",
+            &url[..scheme_end + 3],
+            &userinfo[..colon],
+            &rest[at + 1..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// Parse one target. `identity` is the key file for a password-less SSH target.
+pub fn parse_target(url: &str, identity: Option<PathBuf>) -> Result<Target, String> {
+    let url = url.trim();
+    if url.eq_ignore_ascii_case("local") {
+        return Ok(Target {
+            key: "local".into(),
+            kind: TargetKind::Local,
+        });
+    }
+    let masked = mask_url(url);
+    let bad = |why: &str| format!("target {masked:?}: {why}");
+    let Some(rest) = url.strip_prefix("ssh://") else {
+        return Err(bad(
+            "unsupported scheme (expected \"ssh://user[:password]@host[:port]\" or \"local\")",
+        ));
+    };
+    let at = rest
+        .rfind('@')
+        .ok_or_else(|| bad("missing user (expected ssh://user@host)"))?;
+    let (userinfo, hostport) = (&rest[..at], rest[at + 1..].trim_end_matches('/'));
+    let (user_raw, pass_raw) = match userinfo.find(':') {
+        Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
+        None => (userinfo, None),
+    };
+    let decode = |s: &str, what: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| bad(&format!("{what} is not valid UTF-8 after percent-decoding")))
+    };
+    let user = decode(user_raw, "user")?;
+    if user.is_empty() {
+        return Err(bad("empty user"));
+    }
+    let (host, port) = split_host_port(hostport).map_err(|why| bad(&why))?;
+    let auth = match pass_raw {
+        Some(p) => {
+            let password = decode(p, "password")?;
+            if password.is_empty() {
+                return Err(bad("empty password"));
+            }
+            SshAuth::Password(Secret::new(password))
+        }
+        None => SshAuth::Key(identity.ok_or_else(|| {
+            bad("no password and no identity_file (set identity_file globally or for this target)")
+        })?),
+    };
+    Ok(Target {
+        key: masked,
+        kind: TargetKind::Ssh(SshTarget {
+            host,
+            port,
+            user,
+            auth,
+        }),
+    })
+}
+
+fn split_host_port(hostport: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let end = v6.find(']').ok_or("unclosed '[' in IPv6 address")?;
+        let after = &v6[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(format!("unexpected {after:?} after IPv6 address")),
+        };
+        let host = &v6[..end];
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{host:?} is not an IPv6 address"))?;
+        (host, port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+    {
+        return Err(format!(
+            "host {host:?} has characters not allowed in a host name"
+        ));
+    }
+    let port = match port {
+        None => 22,
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) | Err(_) => return Err(format!("port {p:?} is not a number from 1 to 65535")),
+            Ok(n) => n,
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ssh(t: &Target) -> &SshTarget {
+        match &t.kind {
+            TargetKind::Ssh(s) => s,
+            TargetKind::Local => panic!("expected ssh"),
+        }
+    }
+
+    #[test]
+    fn password_target_is_masked_and_decoded() {
+        let t = parse_target("ssh://scada:p%40ss%2Cw%3Ard@192.168.4.3:2222", None).unwrap();
+        assert_eq!(t.key, "ssh://scada:***@192.168.4.3:2222");
+        let s = ssh(&t);
+        assert_eq!(
+            (s.host.as_str(), s.port, s.user.as_str()),
+            ("192.168.4.3", 2222, "scada")
+        );
+        match &s.auth {
+            SshAuth::Password(p) => assert_eq!(p.expose(), "p@ss,w:rd"),
+            SshAuth::Key(_) => panic!("expected password"),
+        }
+    }
+
+    #[test]
+    fn raw_at_in_password_and_default_port() {
+        let t = parse_target("ssh://u:a@b@host", None).unwrap();
+        assert_eq!(t.key, "ssh://u:***@host");
+        assert_eq!(ssh(&t).port, 22);
+    }
+
+    #[test]
+    fn key_target_needs_identity() {
+        let e = parse_target("ssh://u@h:22", None).unwrap_err();
+        assert!(e.contains("identity_file"), "{e}");
+        let t = parse_target("ssh://u@[::1]:2200", Some("/k".into())).unwrap();
+        assert_eq!(t.key, "ssh://u@[::1]:2200");
+        assert_eq!(ssh(&t).host, "::1");
+    }
+
+    #[test]
+    fn errors_never_show_password() {
+        for bad in [
+            "http://u:hunter2@h",
+            "ssh://u:hunter2@h:99999",
+            "ssh://u:hunter2@h:0",
+            "ssh://u:hunter2@",
+            "ssh://:hunter2@h",
+            "ssh://u:hunter2@h st",
+            "ssh://u:hunter2@[::1",
+        ] {
+            let e = parse_target(bad, None).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("***"), "{e}");
+        }
+        assert!(parse_target("ftp://h", None)
+            .unwrap_err()
+            .contains("unsupported scheme"));
+        assert_eq!(parse_target("LOCAL", None).unwrap().key, "local");
+    }
+
+    #[test]
+    fn mask_url_is_total() {
+        assert_eq!(mask_url("no url"), "no url");
+        assert_eq!(mask_url("ssh://u@h"), "ssh://u@h");
+        assert_eq!(mask_url("ssh://u:x:y@h"), "ssh://u:***@h");
+    }
+}

@@ -1,0 +1,153 @@
+//! `/ws`: the MonServ WebSocket contract (PROTOCOL.md).
+//!
+//! One task per client, one `select!` loop over: the hub's messages, incoming
+//! frames, a 54 s ping timer, a 60 s silence deadline and shutdown. Every write
+//! has a 10 s timeout; a client that cannot take a frame in that time is dropped,
+//! so it never holds the others up (they read the same shared bytes from the hub's
+//! ring at their own pace). A client frame over 512 bytes closes with 1009.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use hyper_tungstenite::tungstenite::{Error as WsError, Message};
+use hyper_tungstenite::HyperWebsocketStream;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+use super::{authorized, json_error, unauthorized, AppState, Body};
+
+pub const PING_INTERVAL: Duration = Duration::from_secs(54);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_CLIENT_FRAME: usize = 512;
+
+/// Small buffers: clients send next to nothing, and 1000 idle dashboards should
+/// cost kilobytes each, not tungstenite's default 128 KiB.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 << 20)
+        .max_message_size(Some(MAX_CLIENT_FRAME))
+        .max_frame_size(Some(MAX_CLIENT_FRAME))
+}
+
+pub fn handle_upgrade(mut req: Request<Incoming>, state: &AppState) -> Response<Body> {
+    if !authorized(&req, state) {
+        return unauthorized();
+    }
+    if !hyper_tungstenite::is_upgrade_request(&req) {
+        return json_error(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
+    }
+    let (response, websocket) = match hyper_tungstenite::upgrade(&mut req, Some(ws_config())) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("bad WebSocket upgrade: {e}"),
+            )
+        }
+    };
+    let hub = state.hub.clone();
+    let shutdown = state.shutdown.clone();
+    state.tracker.spawn(async move {
+        match websocket.await {
+            Ok(ws) => serve_client(ws, hub, shutdown).await,
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade did not complete"),
+        }
+    });
+    response
+}
+
+/// Why a client's loop ended, for the debug log.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    Shutdown,
+    Silent,
+    Lagged(u64),
+    WriteTimeout,
+    TooBig,
+    Error(String),
+}
+
+async fn serve_client(
+    mut ws: HyperWebsocketStream,
+    hub: std::sync::Arc<crate::hub::Hub>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let (latest, mut rx) = hub.subscribe();
+    let end = async {
+        if let Some(frame) = latest {
+            send(&mut ws, Message::Text(frame)).await?;
+        }
+        let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        let silence = tokio::time::sleep(READ_TIMEOUT);
+        tokio::pin!(silence);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(End::Shutdown),
+                msg = rx.recv() => match msg {
+                    Ok(frame) => send(&mut ws, Message::Text(frame)).await?,
+                    Err(RecvError::Lagged(n)) => return Err(End::Lagged(n)),
+                    Err(RecvError::Closed) => return Err(End::Shutdown),
+                },
+                _ = ping.tick() => send(&mut ws, Message::Ping(Default::default())).await?,
+                _ = &mut silence => return Err(End::Silent),
+                incoming = ws.next() => match incoming {
+                    None | Some(Ok(Message::Close(_))) => return Err(End::ClientClosed),
+                    // Any frame (pong included) shows the client is alive.
+                    Some(Ok(_)) => silence.as_mut().reset(Instant::now() + READ_TIMEOUT),
+                    Some(Err(WsError::Capacity(_))) => return Err(End::TooBig),
+                    Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => return Err(End::ClientClosed),
+                    Some(Err(e)) => return Err(End::Error(e.to_string())),
+                },
+            }
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), End>(())
+    }
+    .await;
+    let Err(end) = end else { return };
+    let close = match &end {
+        End::Shutdown => Some((CloseCode::Away, "server shutting down")),
+        End::Silent => Some((CloseCode::Normal, "no pong within 60 s")),
+        End::TooBig => Some((CloseCode::Size, "client frames are limited to 512 bytes")),
+        End::Lagged(_) => Some((CloseCode::Again, "too slow: fell behind the broadcast")),
+        End::ClientClosed | End::WriteTimeout | End::Error(_) => None,
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame))))
+            .await;
+        // Give the client a moment to answer the close handshake.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+    }
+    match end {
+        End::Lagged(missed) => tracing::warn!(
+            missed,
+            "websocket client fell a whole ring behind; disconnected"
+        ),
+        End::Error(e) => tracing::debug!(error = %e, "websocket client dropped"),
+        other => tracing::debug!(reason = ?other, "websocket client disconnected"),
+    }
+}
+
+async fn send(ws: &mut HyperWebsocketStream, msg: Message) -> Result<(), End> {
+    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => Err(End::ClientClosed),
+        Ok(Err(e)) => Err(End::Error(e.to_string())),
+        Err(_) => Err(End::WriteTimeout),
+    }
+}

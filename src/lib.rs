@@ -1,0 +1,141 @@
+//! monserv: an agentless monitoring appliance for industrial networks.
+//!
+//! Data flows one way: targets from [`config`] -> [`collect`] (one persistent SSH
+//! session per host, or the gateway's own /proc) -> [`poll`] (one snapshot per
+//! round, each host under a deadline) -> [`hub`] (serialized once) -> [`http`]
+//! (`/ws` clients, REST, the web page). [`model`] holds the wire types, [`store`]
+//! the few files that must survive a restart.
+//!
+//! Layout:
+//! - `config`: TOML + Go MonServ environment variables, validated up front.
+//! - `collect/`: `local`, `ssh` (+ `known_hosts`, `backoff`, `script`), and the pure
+//!   parsers `parse` and `sample`.
+//! - `poll`: the round loop. `hub`: fan-out. `http/`: `ws`, `api`, `page`.
+//! - [`Daemon`]: wires it together; `main.rs` adds signals and exit codes.
+
+#![forbid(unsafe_code)]
+
+pub mod collect;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod model;
+pub mod poll;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use collect::backoff::Backoff;
+use collect::known_hosts::KnownHosts;
+use collect::local::LocalCollector;
+use collect::ssh::SshCollector;
+use collect::{Collector, FsFilter, SampleSpec};
+use config::{Config, TargetKind};
+
+/// Why the daemon could not start. All of these are configuration problems.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listen address {addr} unavailable: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    #[error("{0}")]
+    Target(String),
+}
+
+/// A running monserv: the poll loop and the HTTP server, owned by one tracker.
+pub struct Daemon {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    hub: Arc<hub::Hub>,
+}
+
+impl Daemon {
+    /// Bind the listener and start polling. Returns once the port is bound.
+    pub async fn start(config: Config) -> Result<Daemon, StartError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| StartError::Bind {
+                addr: config.listen,
+                reason: e.to_string(),
+            })?;
+        let addr = listener.local_addr().map_err(|e| StartError::Bind {
+            addr: config.listen,
+            reason: e.to_string(),
+        })?;
+
+        let known_hosts = Arc::new(KnownHosts::new(&config.known_hosts, config.host_key_policy));
+        let mut targets = Vec::with_capacity(config.targets.len());
+        for t in &config.targets {
+            let (collector, fallback) = match &t.kind {
+                TargetKind::Local => (
+                    Collector::Local(LocalCollector::default()),
+                    "local".to_string(),
+                ),
+                TargetKind::Ssh(ssh) => {
+                    let backoff = Backoff::new(Duration::from_secs(1), config.reconnect_max);
+                    let c = SshCollector::new(ssh.clone(), known_hosts.clone(), backoff)
+                        .map_err(|e| StartError::Target(format!("target {:?}: {e}", t.key)))?;
+                    (Collector::Ssh(Box::new(c)), ssh.host.clone())
+                }
+            };
+            targets.push(poll::PolledTarget::new(t.key.clone(), fallback, collector));
+        }
+        let spec = SampleSpec {
+            top_n: config.top_processes,
+            fs_filter: FsFilter::new(&config.include_fstypes),
+            max_output_bytes: config.max_output_bytes,
+        };
+
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let hub = Arc::new(hub::Hub::new());
+        let poller = poll::Poller::new(
+            targets,
+            spec,
+            config.poll_interval,
+            config.host_timeout,
+            hub.clone(),
+        );
+        tracker.spawn(poller.run(shutdown.clone()));
+        let state = Arc::new(http::AppState {
+            hub: hub.clone(),
+            auth_token: config.auth_token.clone(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+            started: std::time::Instant::now(),
+            poll_interval: config.poll_interval,
+        });
+        tracker.spawn(http::serve(listener, state, config.max_clients));
+        tracker.close();
+        tracing::info!(%addr, targets = config.targets.len(), interval = ?config.poll_interval, "monserv listening");
+        Ok(Daemon {
+            addr,
+            shutdown,
+            tracker,
+            hub,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn hub(&self) -> &Arc<hub::Hub> {
+        &self.hub
+    }
+
+    /// Stop polling, close every client with a close frame, wait up to `grace`.
+    /// Returns false when some task did not finish in time.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        self.shutdown.cancel();
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}

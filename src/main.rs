@@ -1,0 +1,97 @@
+//! The `monserv` binary: arguments, logging, signals and exit codes.
+//!
+//! Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 78 (EX_CONFIG) for any
+//! configuration problem including a port already in use, 1 for anything else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use monserv::config::{Config, ProcessEnv, EXIT_CONFIG};
+use monserv::Daemon;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Agentless SSH monitoring appliance speaking the MonServ WebSocket protocol"
+)]
+struct Args {
+    /// TOML configuration file (on the appliance /etc/monserv/monserv.toml).
+    #[arg(long, short, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (secrets masked) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MONSERV_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = match Config::load(args.config.as_deref(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("monserv: config error: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    if args.print_config {
+        print!("{}", config.to_masked_toml());
+        return ExitCode::SUCCESS;
+    }
+    if args.check_config {
+        println!("configuration OK ({} targets)", config.targets.len());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("monserv: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let daemon = match Daemon::start(config).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("monserv: config error: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    if let Err(e) = wait_for_signal().await {
+        eprintln!("monserv: cannot listen for signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!("shutting down");
+    if !daemon.shutdown(Duration::from_secs(4)).await {
+        tracing::warn!("some tasks did not stop within 4 s");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    Ok(())
+}

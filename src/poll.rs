@@ -1,0 +1,233 @@
+//! The poll loop: one round every `poll_interval`, all targets at once, each under
+//! its own deadline, then one snapshot to the hub.
+//!
+//! A slow, hung or dead host costs the round at most `host_timeout`; it is marked
+//! offline and retried (its collector backs off), and the other hosts' fresh
+//! metrics go out with the same round. Missed ticks are delayed, not bunched up.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::collect::parse::CpuTimes;
+use crate::collect::sample::build_metrics;
+use crate::collect::{CollectError, Collector, SampleSpec};
+use crate::hub::Hub;
+use crate::model::{self, HostStatus, Memory, ServerMetrics};
+
+/// One target as the poll loop tracks it.
+pub struct PolledTarget {
+    /// Masked URL: the key in `metrics_update`.
+    pub key: String,
+    /// Shown as hostname until the host has answered once.
+    pub fallback_name: String,
+    pub collector: Collector,
+    cpu_prev: Option<CpuTimes>,
+    report: TargetReport,
+}
+
+/// What the rest of monserv knows of one target after a round.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetReport {
+    pub url: String,
+    pub status: HostStatus,
+    /// Latest metrics; for an offline host the last good ones with `status` and
+    /// `error` set; for a host never reached, zeros (so that clients which index
+    /// `memory.usedPercent` keep working) and `collected == false`.
+    pub metrics: ServerMetrics,
+    #[serde(skip)]
+    pub collected: bool,
+    pub last_update: Option<String>,
+    pub consecutive_failures: u32,
+    pub last_error_kind: Option<&'static str>,
+}
+
+/// The result of one round, in configuration order.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub round: u64,
+    pub targets: Vec<TargetReport>,
+}
+
+impl Snapshot {
+    /// The `data` object of `metrics_update`: `{ key: ServerMetrics, ... }` in
+    /// configuration order.
+    pub fn data_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024 * self.targets.len() + 2);
+        out.push(b'{');
+        for (i, t) in self.targets.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Serializing a String and a plain struct cannot fail.
+            let _ = serde_json::to_writer(&mut out, &t.url);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, &t.metrics);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+impl PolledTarget {
+    pub fn new(key: String, fallback_name: String, collector: Collector) -> Self {
+        let metrics = ServerMetrics {
+            hostname: fallback_name.clone(),
+            uptime_seconds: 0,
+            memory: Memory::default(),
+            disks: Vec::new(),
+            top_procs_by_mem: Vec::new(),
+            generated_at_utc: model::rfc3339_utc(SystemTime::now()),
+            cpu: Default::default(),
+            status: HostStatus::Offline,
+            error: Some("not polled yet".into()),
+        };
+        PolledTarget {
+            report: TargetReport {
+                url: key.clone(),
+                status: HostStatus::Offline,
+                metrics,
+                collected: false,
+                last_update: None,
+                consecutive_failures: 0,
+                last_error_kind: None,
+            },
+            key,
+            fallback_name,
+            collector,
+            cpu_prev: None,
+        }
+    }
+
+    fn apply(
+        &mut self,
+        outcome: Result<crate::collect::RawSample, CollectError>,
+        spec: &SampleSpec,
+        now: SystemTime,
+    ) {
+        let built = outcome.and_then(|raw| {
+            build_metrics(&raw, self.cpu_prev, spec.top_n, &spec.fs_filter, now)
+                .map_err(CollectError::from)
+        });
+        let r = &mut self.report;
+        match built {
+            Ok((metrics, cpu)) => {
+                if r.status == HostStatus::Offline && r.consecutive_failures > 0 {
+                    tracing::info!(target = %self.key, after_failures = r.consecutive_failures, "host is back online");
+                }
+                self.cpu_prev = Some(cpu);
+                r.metrics = metrics;
+                r.status = HostStatus::Online;
+                r.collected = true;
+                r.last_update = Some(r.metrics.generated_at_utc.clone());
+                r.consecutive_failures = 0;
+                r.last_error_kind = None;
+            }
+            Err(e) => {
+                // Log transitions and changes of reason, not every failed round.
+                let kind = e.kind();
+                if r.status == HostStatus::Online
+                    || r.consecutive_failures == 0
+                    || (r.last_error_kind != Some(kind) && kind != "backoff")
+                {
+                    tracing::warn!(target = %self.key, error = %e, kind, "host is offline");
+                }
+                if kind != "backoff" {
+                    r.last_error_kind = Some(kind);
+                }
+                self.cpu_prev = None;
+                r.status = HostStatus::Offline;
+                r.consecutive_failures = r.consecutive_failures.saturating_add(1);
+                r.metrics.status = HostStatus::Offline;
+                r.metrics.error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+pub struct Poller {
+    pub targets: Vec<PolledTarget>,
+    pub spec: SampleSpec,
+    pub interval: Duration,
+    pub host_timeout: Duration,
+    pub hub: Arc<Hub>,
+    round: u64,
+}
+
+impl Poller {
+    pub fn new(
+        targets: Vec<PolledTarget>,
+        spec: SampleSpec,
+        interval: Duration,
+        host_timeout: Duration,
+        hub: Arc<Hub>,
+    ) -> Self {
+        Poller {
+            targets,
+            spec,
+            interval,
+            host_timeout,
+            hub,
+            round: 0,
+        }
+    }
+
+    /// Poll until `shutdown`; then close the SSH sessions politely.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let snapshot = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                s = self.round() => s,
+            };
+            self.hub.publish_metrics(snapshot);
+        }
+        let closing = self.targets.iter_mut().map(|t| t.collector.close());
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            futures_util::future::join_all(closing),
+        )
+        .await;
+    }
+
+    /// One round: every target concurrently, each under the deadline.
+    pub async fn round(&mut self) -> Snapshot {
+        let spec = &self.spec;
+        let deadline = self.host_timeout;
+        let outcomes = futures_util::future::join_all(
+            self.targets
+                .iter_mut()
+                .map(|t| with_deadline(deadline, t.collector.sample(spec))),
+        )
+        .await;
+        let now = SystemTime::now();
+        for (t, outcome) in self.targets.iter_mut().zip(outcomes) {
+            if matches!(outcome, Err(CollectError::Timeout(_))) {
+                t.collector.timed_out();
+            }
+            t.apply(outcome, spec, now);
+        }
+        self.round += 1;
+        Snapshot {
+            round: self.round,
+            targets: self.targets.iter().map(|t| t.report.clone()).collect(),
+        }
+    }
+}
+
+async fn with_deadline<T>(
+    deadline: Duration,
+    work: impl Future<Output = Result<T, CollectError>>,
+) -> Result<T, CollectError> {
+    tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or(Err(CollectError::Timeout(deadline)))
+}
