@@ -351,4 +351,97 @@ mod tests {
         assert_eq!(p[1].username, "4242");
         assert_eq!(processes(&raw, 8000 * 1024, 1).len(), 1);
     }
+
+    /// Parse output captured from a real host running the poll script.
+    fn fixture(bytes: &[u8]) -> (ServerMetrics, CpuTimes) {
+        let sections = crate::collect::script::split_sections(bytes, "fixture").unwrap();
+        let raw = RawSample::from_sections(&sections);
+        build_metrics(&raw, None, 5, &FsFilter::new(&[]), std::time::UNIX_EPOCH).unwrap()
+    }
+
+    #[test]
+    fn captured_gnu_host() {
+        let (m, cpu) = fixture(include_bytes!("../../tests/fixtures/gnu-debian12.out"));
+        assert_eq!(m.hostname, "vm");
+        assert_eq!(m.uptime_seconds, 712);
+        assert_eq!(m.memory.total, 24684084 * 1024);
+        assert_eq!(m.memory.free, 24017352 * 1024);
+        assert_eq!(m.memory.used_percent, 2.7);
+        // Only the ext4 root survives the filter (tmpfs, cgroup, proc... are dropped).
+        assert_eq!(m.disks.len(), 1);
+        assert_eq!(
+            (
+                m.disks[0].device.as_str(),
+                m.disks[0].mountpoint.as_str(),
+                m.disks[0].fstype.as_str()
+            ),
+            ("/dev/vda", "/", "ext4")
+        );
+        assert_eq!(m.disks[0].total, 264212084 * 1024);
+        assert_eq!(m.disks[0].free, 80543692 * 1024);
+        let pids: Vec<u32> = m.top_procs_by_mem.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, vec![1, 1055, 16912, 16913, 17192]);
+        assert_eq!(m.top_procs_by_mem[0].name, "process_api");
+        assert_eq!(m.top_procs_by_mem[0].username, "root");
+        assert_eq!(m.top_procs_by_mem[0].rss_bytes, 9132 * 1024);
+        assert!(m.top_procs_by_mem[0]
+            .cmdline
+            .starts_with("/process_api --firecracker-init --addr 0.0.0.0:2024"));
+        assert_eq!(m.top_procs_by_mem[4].cmdline, "sh /tmp/poll-script.sh");
+        assert_eq!((m.cpu.cores, m.cpu.model_name.as_str()), (2, "AMD EPYC"));
+        assert_eq!(
+            cpu,
+            CpuTimes {
+                total: 29492 + 7668 + 104342 + 333 + 75 + 21,
+                idle: 104342 + 333
+            }
+        );
+        assert_eq!(m.generated_at_utc, "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn captured_busybox_host() {
+        let (m, _) = fixture(include_bytes!("../../tests/fixtures/busybox-1.35.out"));
+        assert_eq!(m.hostname, "bb-capture");
+        assert_eq!(m.memory.total, 24684084 * 1024);
+        assert_eq!(m.disks.len(), 1);
+        assert_eq!(m.disks[0].mountpoint, "/");
+        assert_eq!(m.disks[0].used, 14742204 * 1024);
+        // Processes that exited between ranking and reading (sort, head) are skipped.
+        let procs: Vec<(u32, &str, u64)> = m
+            .top_procs_by_mem
+            .iter()
+            .map(|p| (p.pid, p.name.as_str(), p.rss_bytes))
+            .collect();
+        assert_eq!(
+            procs,
+            vec![
+                (6, "sh", 1732 * 1024),
+                (1, "sh", 1644 * 1024),
+                (7, "sleep", 1380 * 1024)
+            ]
+        );
+        assert_eq!(m.top_procs_by_mem[2].cmdline, "sleep 30");
+    }
+
+    #[test]
+    fn truncated_capture_is_an_error_not_a_panic() {
+        let full = include_bytes!("../../tests/fixtures/busybox-1.35.out");
+        for cut in [0, 10, 100, 900, full.len() / 2, full.len() - 5] {
+            assert!(
+                crate::collect::script::split_sections(&full[..cut], "fixture").is_err(),
+                "cut at {cut}"
+            );
+        }
+        // Sections present but empty: a clear error naming the missing file.
+        let empty = b"@@fixture hostname\nh\n@@fixture uptime\n1 1\n@@fixture end\n";
+        let raw = RawSample::from_sections(
+            &crate::collect::script::split_sections(empty, "fixture").unwrap(),
+        );
+        let err = build_metrics(&raw, None, 5, &FsFilter::new(&[]), SystemTime::now()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "MemTotal in /proc/meminfo is missing from the host's output"
+        );
+    }
 }

@@ -1,0 +1,6 @@
+//! Integration tests: the real daemon against real peers on loopback.
+//! Needs root (the suite creates its SSH users and namespaces); run via `tests/run.sh`.
+
+mod support;
+
+mod collect_hosts;

@@ -1,0 +1,238 @@
+//! Real SSH hosts on loopback: OpenSSH `sshd`, and `dropbear` in a BusyBox-only
+//! chroot with its own hostname and PID namespace. Each runs under
+//! `unshare --pid --fork --kill-child`, so killing it ends every session process too,
+//! like pulling a host's plug.
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::fixtures::{self, fixtures};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on {port} within 10 s");
+}
+
+/// An OpenSSH server with the fixture users.
+pub struct Sshd {
+    pub port: u16,
+    pub log: PathBuf,
+    child: Option<Child>,
+    host_key: PathBuf,
+    config: PathBuf,
+}
+
+impl Sshd {
+    pub fn start() -> Sshd {
+        Self::start_with_key(fixtures().host_key_a.clone(), free_port())
+    }
+
+    pub fn start_with_key(host_key: PathBuf, port: u16) -> Sshd {
+        let f = fixtures();
+        let tag = format!("sshd-{port}-{}", std::process::id());
+        let config = f.dir.join(format!("{tag}.conf"));
+        let log = f.dir.join(format!("{tag}.log"));
+        let _ = fs::remove_file(&log);
+        fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}/authorized_keys/%u\n\
+                 StrictModes no\nUsePAM no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nPermitRootLogin no\n\
+                 AllowUsers {} {} {} {}\nMaxStartups 200\nMaxSessions 200\nLogLevel INFO\n",
+                host_key.display(),
+                f.dir.display(),
+                fixtures::PW_USER,
+                fixtures::KEY_USER,
+                fixtures::GARBAGE_USER,
+                fixtures::FLOOD_USER
+            ),
+        )
+        .unwrap();
+        let mut s = Sshd {
+            port,
+            log,
+            child: None,
+            host_key,
+            config,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "/usr/sbin/sshd",
+                "-D",
+                "-f",
+            ])
+            .arg(&self.config)
+            .arg("-E")
+            .arg(&self.log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        wait_listening(self.port, &mut child, "sshd");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Restart the same address with another host key (a replaced host or an attacker).
+    pub fn restart_with_key(&mut self, key: PathBuf) {
+        self.kill();
+        let _ = &self.host_key;
+        let text = fs::read_to_string(&self.config).unwrap();
+        let text = text.replace(
+            &format!("HostKey {}", self.host_key.display()),
+            &format!("HostKey {}", key.display()),
+        );
+        fs::write(&self.config, text).unwrap();
+        self.host_key = key;
+        self.spawn();
+    }
+
+    /// How many logins sshd accepted for `user` (one per SSH connection).
+    pub fn accepted_logins(&self, user: &str) -> usize {
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("Accepted") && l.contains(&format!(" for {user} ")))
+            .count()
+    }
+
+    pub fn url_password(&self) -> String {
+        format!(
+            "ssh://{}:{}@127.0.0.1:{}",
+            fixtures::PW_USER,
+            fixtures::PASSWORD_ENCODED,
+            self.port
+        )
+    }
+
+    pub fn url_key(&self) -> String {
+        format!("ssh://{}@127.0.0.1:{}", fixtures::KEY_USER, self.port)
+    }
+
+    pub fn url_user(&self, user: &str) -> String {
+        format!(
+            "ssh://{user}:{}@127.0.0.1:{}",
+            fixtures::PASSWORD_ENCODED,
+            self.port
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_file(&self.config);
+    }
+}
+
+/// A BusyBox-only host: dropbear in a chroot, own UTS and PID namespace, fresh /proc.
+pub struct BusyBoxHost {
+    pub port: u16,
+    pub hostname: String,
+    child: Option<Child>,
+}
+
+impl BusyBoxHost {
+    pub fn start(hostname: &str) -> BusyBoxHost {
+        let mut h = BusyBoxHost {
+            port: free_port(),
+            hostname: hostname.into(),
+            child: None,
+        };
+        h.spawn();
+        h
+    }
+
+    fn spawn(&mut self) {
+        let root = fixtures().bb_root.display().to_string();
+        let script = format!(
+            "busybox hostname {host} && mount --bind {root} {root} && mount -t proc proc {root}/proc && \
+             mount --rbind /dev {root}/dev && exec chroot {root} /usr/sbin/dropbear -F -E -p 127.0.0.1:{port} \
+             -r /etc/dropbear/dropbear_ed25519_host_key -P /var/run/dropbear.pid",
+            host = self.hostname,
+            port = self.port
+        );
+        let mut child = Command::new("unshare")
+            .args([
+                "--uts",
+                "--pid",
+                "--mount",
+                "--fork",
+                "--kill-child",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dropbear");
+        wait_listening(self.port, &mut child, "dropbear");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "ssh://{}:{}@127.0.0.1:{}",
+            fixtures::BB_USER,
+            fixtures::BB_PASSWORD,
+            self.port
+        )
+    }
+}
+
+impl Drop for BusyBoxHost {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

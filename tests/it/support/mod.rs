@@ -1,0 +1,193 @@
+//! Test support: real peers (hosts in `hosts`, machine fixtures in `fixtures`), the
+//! daemon started in-process on 127.0.0.1:0, and WebSocket helpers.
+
+#![allow(dead_code)]
+
+pub mod fixtures;
+pub mod hosts;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use fixtures::fixtures;
+pub use hosts::{BusyBoxHost, Sshd};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A monserv daemon in this test process, with its own state directory.
+pub struct TestDaemon {
+    daemon: Option<monserv::Daemon>,
+    pub addr: SocketAddr,
+    pub state_dir: tempfile::TempDir,
+}
+
+impl TestDaemon {
+    /// Start with the given targets and extra TOML lines.
+    pub async fn start(targets: &[String], extra: &str) -> TestDaemon {
+        let state_dir = tempfile::tempdir().unwrap();
+        let toml = Self::toml(targets, extra, &state_dir.path().to_path_buf());
+        let config = monserv::config::Config::from_toml(&toml, &[("_", "_")])
+            .unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
+        let daemon = monserv::Daemon::start(config).await.expect("daemon start");
+        TestDaemon {
+            addr: daemon.local_addr(),
+            daemon: Some(daemon),
+            state_dir,
+        }
+    }
+
+    pub fn toml(targets: &[String], extra: &str, state_dir: &PathBuf) -> String {
+        let list: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
+        format!(
+            "listen = \"127.0.0.1\"\nport = 0\nstate_dir = {:?}\nidentity_file = {:?}\ntargets = [{}]\n{extra}\n",
+            state_dir.display().to_string(),
+            fixtures().client_key.display().to_string(),
+            list.join(", ")
+        )
+    }
+
+    pub fn hub(&self) -> &std::sync::Arc<monserv::hub::Hub> {
+        self.daemon.as_ref().unwrap().hub()
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn connect(&self) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url())
+            .await
+            .expect("ws connect");
+        ws
+    }
+
+    pub async fn shutdown(mut self) -> bool {
+        self.daemon
+            .take()
+            .unwrap()
+            .shutdown(Duration::from_secs(5))
+            .await
+    }
+}
+
+/// Next text message as JSON; pings and pongs are skipped. Panics on timeout.
+pub async fn next_json(ws: &mut Ws, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, ws.next())
+            .await
+            .expect("timed out waiting for a message");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                return serde_json::from_str(&t)
+                    .unwrap_or_else(|e| panic!("frame is not one JSON value ({e}): {t}"))
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("unexpected websocket event: {other:?}"),
+        }
+    }
+}
+
+/// Wait for a `metrics_update` satisfying `pred`; returns its `data`.
+pub async fn wait_metrics(ws: &mut Ws, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + timeout;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(msg) =
+            tokio::time::timeout(left, next_json(ws, left + Duration::from_millis(10))).await
+        else {
+            break;
+        };
+        if msg["type"] == "metrics_update" {
+            if pred(&msg["data"]) {
+                return msg["data"].clone();
+            }
+            last = msg["data"].clone();
+        }
+    }
+    panic!("no matching metrics_update within {timeout:?}; last: {last:#}");
+}
+
+/// Blocking HTTP GET returning status and body (hyper's own client would be a
+/// second implementation of what we test; a raw request keeps it honest).
+pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    http_request(addr, "GET", path, headers).await
+}
+
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("http timeout")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// This machine's values, to compare with what the hosts report.
+pub fn machine_mem_total() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text.lines().find(|l| l.starts_with("MemTotal:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+pub fn machine_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// fstype of the mount that holds `path` (longest matching mountpoint).
+pub fn fstype_of(path: &str) -> String {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && path.starts_with(f[1])).then(|| (f[1].len(), f[2].to_string()))
+        })
+        .max()
+        .map(|(_, t)| t)
+        .unwrap()
+}
