@@ -80,6 +80,38 @@ impl Default for Thresholds {
     }
 }
 
+/// WebSocket keep-alive timings. PROTOCOL.md fixes the defaults; operators behind
+/// NAT boxes that drop idle flows sooner may shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsTimings {
+    pub ping_interval_seconds: f64,
+    pub read_timeout_seconds: f64,
+    pub write_timeout_seconds: f64,
+}
+
+impl Default for WsTimings {
+    fn default() -> Self {
+        WsTimings {
+            ping_interval_seconds: 54.0,
+            read_timeout_seconds: 60.0,
+            write_timeout_seconds: 10.0,
+        }
+    }
+}
+
+impl WsTimings {
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.ping_interval_seconds)
+    }
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.read_timeout_seconds)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.write_timeout_seconds)
+    }
+}
+
 /// The file's shape. Every key is optional; unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,6 +132,7 @@ struct FileConfig {
     include_fstypes: Option<Vec<String>>,
     reconnect_max_seconds: Option<f64>,
     thresholds: Option<Thresholds>,
+    websocket: Option<WsTimings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +167,7 @@ pub struct Config {
     pub include_fstypes: Vec<String>,
     pub reconnect_max: Duration,
     pub thresholds: Thresholds,
+    pub websocket: WsTimings,
 }
 
 /// Where environment variables come from (the process, or a test's map).
@@ -368,7 +402,26 @@ impl Config {
             return Err(invalid("auth_token: must be at least 8 characters"));
         }
 
+        let websocket = f.websocket.unwrap_or_default();
+        for (key, v) in [
+            ("ping_interval_seconds", websocket.ping_interval_seconds),
+            ("read_timeout_seconds", websocket.read_timeout_seconds),
+            ("write_timeout_seconds", websocket.write_timeout_seconds),
+        ] {
+            if !(v.is_finite() && (0.1..=3600.0).contains(&v)) {
+                return Err(invalid(format!(
+                    "websocket.{key} = {v}: must be between 0.1 and 3600"
+                )));
+            }
+        }
+        if websocket.read_timeout_seconds <= websocket.ping_interval_seconds {
+            return Err(invalid(
+                "websocket.read_timeout_seconds must be longer than ping_interval_seconds",
+            ));
+        }
+
         Ok(Config {
+            websocket,
             listen: SocketAddr::new(ip, port),
             poll_interval,
             host_timeout,
@@ -408,8 +461,10 @@ impl Config {
             include_fstypes: &'a [String],
             reconnect_max_seconds: f64,
             thresholds: Thresholds,
+            websocket: WsTimings,
         }
         let p = Printable {
+            websocket: self.websocket,
             listen: self.listen.ip().to_string(),
             port: self.listen.port(),
             poll_interval_seconds: self.poll_interval.as_secs_f64(),

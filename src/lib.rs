@@ -110,6 +110,7 @@ impl Daemon {
             tracker: tracker.clone(),
             started: std::time::Instant::now(),
             poll_interval: config.poll_interval,
+            ws: config.websocket,
         });
         tracker.spawn(http::serve(listener, state, config.max_clients));
         tracker.close();

@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Secret;
+use crate::config::{Secret, WsTimings};
 use crate::hub::Hub;
 
 pub type Body = Full<Bytes>;
@@ -39,6 +39,7 @@ pub struct AppState {
     pub tracker: TaskTracker,
     pub started: std::time::Instant,
     pub poll_interval: Duration,
+    pub ws: WsTimings,
 }
 
 /// Accept connections until `shutdown` is cancelled.

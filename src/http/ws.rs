@@ -1,8 +1,8 @@
 //! `/ws`: the MonServ WebSocket contract (PROTOCOL.md).
 //!
 //! One task per client, one `select!` loop over: the hub's messages, incoming
-//! frames, a 54 s ping timer, a 60 s silence deadline and shutdown. Every write
-//! has a 10 s timeout; a client that cannot take a frame in that time is dropped,
+//! frames, a ping timer (54 s), a silence deadline (60 s) and shutdown. Every write
+//! has a timeout (10 s); a client that cannot take a frame in that time is dropped,
 //! so it never holds the others up (they read the same shared bytes from the hub's
 //! ring at their own pace). A client frame over 512 bytes closes with 1009.
 
@@ -19,10 +19,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::{authorized, json_error, unauthorized, AppState, Body};
+use crate::config::WsTimings;
 
-pub const PING_INTERVAL: Duration = Duration::from_secs(54);
-pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CLIENT_FRAME: usize = 512;
 
 /// Small buffers: clients send next to nothing, and 1000 idle dashboards should
@@ -54,9 +52,10 @@ pub fn handle_upgrade(mut req: Request<Incoming>, state: &AppState) -> Response<
     };
     let hub = state.hub.clone();
     let shutdown = state.shutdown.clone();
+    let timings = state.ws;
     state.tracker.spawn(async move {
         match websocket.await {
-            Ok(ws) => serve_client(ws, hub, shutdown).await,
+            Ok(ws) => serve_client(ws, hub, shutdown, timings).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade did not complete"),
         }
     });
@@ -79,29 +78,35 @@ async fn serve_client(
     mut ws: HyperWebsocketStream,
     hub: std::sync::Arc<crate::hub::Hub>,
     shutdown: tokio_util::sync::CancellationToken,
+    timings: WsTimings,
 ) {
+    let (ping_every, read_timeout, write_timeout) = (
+        timings.ping_interval(),
+        timings.read_timeout(),
+        timings.write_timeout(),
+    );
     let (latest, mut rx) = hub.subscribe();
     let end = async {
         if let Some(frame) = latest {
-            send(&mut ws, Message::Text(frame)).await?;
+            send(&mut ws, write_timeout, Message::Text(frame)).await?;
         }
-        let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
-        let silence = tokio::time::sleep(READ_TIMEOUT);
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        let silence = tokio::time::sleep(read_timeout);
         tokio::pin!(silence);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(End::Shutdown),
                 msg = rx.recv() => match msg {
-                    Ok(frame) => send(&mut ws, Message::Text(frame)).await?,
+                    Ok(frame) => send(&mut ws, write_timeout, Message::Text(frame)).await?,
                     Err(RecvError::Lagged(n)) => return Err(End::Lagged(n)),
                     Err(RecvError::Closed) => return Err(End::Shutdown),
                 },
-                _ = ping.tick() => send(&mut ws, Message::Ping(Default::default())).await?,
+                _ = ping.tick() => send(&mut ws, write_timeout, Message::Ping(Default::default())).await?,
                 _ = &mut silence => return Err(End::Silent),
                 incoming = ws.next() => match incoming {
                     None | Some(Ok(Message::Close(_))) => return Err(End::ClientClosed),
                     // Any frame (pong included) shows the client is alive.
-                    Some(Ok(_)) => silence.as_mut().reset(Instant::now() + READ_TIMEOUT),
+                    Some(Ok(_)) => silence.as_mut().reset(Instant::now() + read_timeout),
                     Some(Err(WsError::Capacity(_))) => return Err(End::TooBig),
                     Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => return Err(End::ClientClosed),
                     Some(Err(e)) => return Err(End::Error(e.to_string())),
@@ -115,7 +120,10 @@ async fn serve_client(
     let Err(end) = end else { return };
     let close = match &end {
         End::Shutdown => Some((CloseCode::Away, "server shutting down")),
-        End::Silent => Some((CloseCode::Normal, "no pong within 60 s")),
+        End::Silent => Some((
+            CloseCode::Normal,
+            "no frame or pong within the read timeout",
+        )),
         End::TooBig => Some((CloseCode::Size, "client frames are limited to 512 bytes")),
         End::Lagged(_) => Some((CloseCode::Again, "too slow: fell behind the broadcast")),
         End::ClientClosed | End::WriteTimeout | End::Error(_) => None,
@@ -143,8 +151,12 @@ async fn serve_client(
     }
 }
 
-async fn send(ws: &mut HyperWebsocketStream, msg: Message) -> Result<(), End> {
-    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)).await {
+async fn send(
+    ws: &mut HyperWebsocketStream,
+    write_timeout: Duration,
+    msg: Message,
+) -> Result<(), End> {
+    match tokio::time::timeout(write_timeout, ws.send(msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => Err(End::ClientClosed),
         Ok(Err(e)) => Err(End::Error(e.to_string())),

@@ -4,3 +4,5 @@
 mod support;
 
 mod collect_hosts;
+mod rest;
+mod websocket;
