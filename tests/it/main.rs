@@ -4,5 +4,6 @@
 mod support;
 
 mod collect_hosts;
+mod failures;
 mod rest;
 mod websocket;
