@@ -3,6 +3,8 @@
 
 mod support;
 
+mod binary;
+mod clients;
 mod collect_hosts;
 mod failures;
 mod rest;
