@@ -229,20 +229,20 @@ impl SshCollector {
         let mut out = Vec::with_capacity(16 * 1024);
         let mut exit = None;
         let limit = spec.max_output_bytes;
+        // stdout and stderr together count against the cap; stderr is otherwise ignored.
+        let mut received = 0usize;
         while let Some(msg) = channel.wait().await {
             match msg {
+                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }
+                    if received + data.len() > limit =>
+                {
+                    return Err(CollectError::OutputTooLarge { limit });
+                }
                 ChannelMsg::Data { data } => {
-                    if out.len() + data.len() > limit {
-                        return Err(CollectError::OutputTooLarge { limit });
-                    }
+                    received += data.len();
                     out.extend_from_slice(&data);
                 }
-                // stderr: counted against the cap, otherwise ignored.
-                ChannelMsg::ExtendedData { data, .. } => {
-                    if out.len() + data.len() > limit {
-                        return Err(CollectError::OutputTooLarge { limit });
-                    }
-                }
+                ChannelMsg::ExtendedData { data, .. } => received += data.len(),
                 ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status),
                 ChannelMsg::Close => break,
                 _ => {}

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 //! Integration tests: the real daemon against real peers on loopback.
 //! Needs root (the suite creates its SSH users and namespaces); run via `tests/run.sh`.
 

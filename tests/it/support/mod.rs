@@ -7,7 +7,6 @@ pub mod fixtures;
 pub mod hosts;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -32,7 +31,7 @@ impl TestDaemon {
     /// Start with the given targets and extra TOML lines.
     pub async fn start(targets: &[String], extra: &str) -> TestDaemon {
         let state_dir = tempfile::tempdir().unwrap();
-        let toml = Self::toml(targets, extra, &state_dir.path().to_path_buf());
+        let toml = Self::toml(targets, extra, state_dir.path());
         let config = monserv::config::Config::from_toml(&toml, &[("_", "_")])
             .unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
         let daemon = monserv::Daemon::start(config).await.expect("daemon start");
@@ -43,7 +42,7 @@ impl TestDaemon {
         }
     }
 
-    pub fn toml(targets: &[String], extra: &str, state_dir: &PathBuf) -> String {
+    pub fn toml(targets: &[String], extra: &str, state_dir: &std::path::Path) -> String {
         let list: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
         format!(
             "listen = \"127.0.0.1\"\nport = 0\nstate_dir = {:?}\nidentity_file = {:?}\ntargets = [{}]\n{extra}\n",

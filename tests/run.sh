@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The one test command: installs what the suite needs and is missing on a fresh
+# Debian 12 machine with Rust, then runs every test. Needs root (the tests create
+# SSH users, namespaces and a BusyBox chroot). CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run.sh: run as root (the suite starts sshd/dropbear hosts, creates test users and namespaces)" >&2
+    exit 2
+fi
+
+# Debian packages, keyed by the file that proves each is there.
+declare -A need=(
+    [/usr/sbin/sshd]=openssh-server
+    [/usr/bin/ssh-keygen]=openssh-client
+    [/usr/sbin/dropbear]=dropbear-bin
+    [/usr/bin/dropbearkey]=dropbear-bin
+    [/usr/bin/chromium]=chromium
+    [/usr/bin/openssl]=openssl
+    [/usr/bin/unshare]=util-linux
+)
+missing=()
+for file in "${!need[@]}"; do
+    [ -e "$file" ] || missing+=("${need[$file]}")
+done
+# The BusyBox host needs the static build: it is copied into a chroot without libraries.
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+if [ "${#missing[@]}" -gt 0 ]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import websockets' 2>/dev/null; then
+    log "installing the Python websockets client"
+    python3 -m pip install -q websockets 2>/dev/null || python3 -m pip install -q --break-system-packages websockets
+fi
+
+if [ ! -d tests/clients/node_modules/ws ] || [ ! -d tests/clients/node_modules/playwright-core ]; then
+    log "installing the Node.js test clients"
+    (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+
+log "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --all-targets --no-fail-fast
+else
+    cargo test --all-targets --no-fail-fast
+fi
