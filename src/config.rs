@@ -50,11 +50,7 @@ pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
     Read { path: String, reason: String },
     #[error("config file {path}, line {line}: {message}")]
-    Syntax {
-        path: String,
-        line: usize,
-        message: String,
-    },
+    Syntax { path: String, line: usize, message: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -71,12 +67,7 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds {
-            memory_percent: 90.0,
-            disk_percent: 90.0,
-            cpu_percent: 80.0,
-            proc_ram_percent: 90.0,
-        }
+        Thresholds { memory_percent: 90.0, disk_percent: 90.0, cpu_percent: 80.0, proc_ram_percent: 90.0 }
     }
 }
 
@@ -92,11 +83,7 @@ pub struct WsTimings {
 
 impl Default for WsTimings {
     fn default() -> Self {
-        WsTimings {
-            ping_interval_seconds: 54.0,
-            read_timeout_seconds: 60.0,
-            write_timeout_seconds: 10.0,
-        }
+        WsTimings { ping_interval_seconds: 54.0, read_timeout_seconds: 60.0, write_timeout_seconds: 10.0 }
     }
 }
 
@@ -185,9 +172,7 @@ impl Env for ProcessEnv {
 
 impl<const N: usize> Env for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
 }
 
@@ -198,11 +183,9 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 fn env_number(env: &dyn Env, name: &str) -> Result<Option<f64>, ConfigError> {
     match env.get(name) {
         None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse::<f64>()
-            .map(Some)
-            .map_err(|_| invalid(format!("environment {name}={v:?} is not a number"))),
+        Some(v) => {
+            v.trim().parse::<f64>().map(Some).map_err(|_| invalid(format!("environment {name}={v:?} is not a number")))
+        }
     }
 }
 
@@ -212,10 +195,8 @@ impl Config {
         let file = match path {
             None => FileConfig::default(),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
-                    path: p.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::Read { path: p.display().to_string(), reason: e.to_string() })?;
                 Self::parse_file(&text, &p.display().to_string())?
             }
         };
@@ -229,97 +210,62 @@ impl Config {
 
     fn parse_file(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |s| {
-                text[..s.start.min(text.len())].matches('\n').count() + 1
-            });
+            let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             let message = mask_url(e.message()).replace('\n', " ");
-            ConfigError::Syntax {
-                path: path.to_string(),
-                line,
-                message,
-            }
+            ConfigError::Syntax { path: path.to_string(), line, message }
         })
     }
 
     fn resolve(f: FileConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         // Environment first, as the Go MonServ read it; it overrides the file.
-        let interval = env_number(env, "POLL_INTERVAL_SECONDS")?
-            .or(f.poll_interval_seconds)
-            .unwrap_or(4.0);
+        let interval = env_number(env, "POLL_INTERVAL_SECONDS")?.or(f.poll_interval_seconds).unwrap_or(4.0);
         if !(interval.is_finite() && (0.05..=86_400.0).contains(&interval)) {
-            return Err(invalid(format!(
-                "poll_interval_seconds = {interval}: must be between 0.05 and 86400"
-            )));
+            return Err(invalid(format!("poll_interval_seconds = {interval}: must be between 0.05 and 86400")));
         }
         let poll_interval = Duration::from_secs_f64(interval);
         let host_timeout = match f.host_timeout_seconds {
             None => poll_interval.min(Duration::from_secs(5)),
             Some(t) if t.is_finite() && t > 0.0 && t <= interval => Duration::from_secs_f64(t),
-            Some(t) => return Err(invalid(format!("host_timeout_seconds = {t}: must be > 0 and at most poll_interval_seconds ({interval})"))),
+            Some(t) => {
+                return Err(invalid(format!(
+                    "host_timeout_seconds = {t}: must be > 0 and at most poll_interval_seconds ({interval})"
+                )))
+            }
         };
 
         let port = match env.get("SERVER_PORT") {
-            Some(p) => p.trim().parse::<u16>().map_err(|_| {
-                invalid(format!(
-                    "environment SERVER_PORT={p:?} is not a port number (0-65535)"
-                ))
-            })?,
+            Some(p) => p
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| invalid(format!("environment SERVER_PORT={p:?} is not a port number (0-65535)")))?,
             None => f.port.unwrap_or(DEFAULT_PORT),
         };
-        let listen_text = env
-            .get("LISTEN_ADDRESS")
-            .or(f.listen)
-            .unwrap_or_else(|| "0.0.0.0".into());
+        let listen_text = env.get("LISTEN_ADDRESS").or(f.listen).unwrap_or_else(|| "0.0.0.0".into());
         let ip: IpAddr = listen_text.trim().parse().map_err(|_| {
-            invalid(format!(
-                "listen = {listen_text:?}: not an IP address (e.g. \"0.0.0.0\" or \"127.0.0.1\")"
-            ))
+            invalid(format!("listen = {listen_text:?}: not an IP address (e.g. \"0.0.0.0\" or \"127.0.0.1\")"))
         })?;
 
         let mut thresholds = f.thresholds.unwrap_or_default();
         for (env_name, key, slot) in [
-            (
-                "MEM_THRESHOLD_PERCENT",
-                "memory_percent",
-                &mut thresholds.memory_percent,
-            ),
-            (
-                "DISK_THRESHOLD_PERCENT",
-                "disk_percent",
-                &mut thresholds.disk_percent,
-            ),
-            (
-                "CPU_THRESHOLD_PERCENT",
-                "cpu_percent",
-                &mut thresholds.cpu_percent,
-            ),
-            (
-                "PROC_RAM_THRESHOLD_PERCENT",
-                "proc_ram_percent",
-                &mut thresholds.proc_ram_percent,
-            ),
+            ("MEM_THRESHOLD_PERCENT", "memory_percent", &mut thresholds.memory_percent),
+            ("DISK_THRESHOLD_PERCENT", "disk_percent", &mut thresholds.disk_percent),
+            ("CPU_THRESHOLD_PERCENT", "cpu_percent", &mut thresholds.cpu_percent),
+            ("PROC_RAM_THRESHOLD_PERCENT", "proc_ram_percent", &mut thresholds.proc_ram_percent),
         ] {
             if let Some(v) = env_number(env, env_name)? {
                 *slot = v;
             }
             if !(slot.is_finite() && (0.0..=100.0).contains(slot)) {
-                return Err(invalid(format!(
-                    "thresholds.{key} = {slot} (or {env_name}): must be between 0 and 100"
-                )));
+                return Err(invalid(format!("thresholds.{key} = {slot} (or {env_name}): must be between 0 and 100")));
             }
         }
 
-        let identity_file = env
-            .get("SSH_IDENTITY_FILE")
-            .map(PathBuf::from)
-            .or(f.identity_file);
+        let identity_file = env.get("SSH_IDENTITY_FILE").map(PathBuf::from).or(f.identity_file);
         let mut targets = Vec::new();
         let entries: Vec<(String, Option<PathBuf>)> = match env.get("SERVERS") {
-            Some(list) => list
-                .split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| (s.trim().to_string(), None))
-                .collect(),
+            Some(list) => {
+                list.split(',').filter(|s| !s.trim().is_empty()).map(|s| (s.trim().to_string(), None)).collect()
+            }
             None => f
                 .targets
                 .unwrap_or_default()
@@ -331,20 +277,10 @@ impl Config {
                 .collect(),
         };
         for (url, own_identity) in entries {
-            let target = parse_target(&url, own_identity.or_else(|| identity_file.clone()))
-                .map_err(invalid)?;
-            if let TargetKind::Ssh(SshTarget {
-                auth: SshAuth::Key(path),
-                ..
-            }) = &target.kind
-            {
-                russh::keys::load_secret_key(path, None).map_err(|e| {
-                    invalid(format!(
-                        "target {:?}: identity_file {}: {e}",
-                        target.key,
-                        path.display()
-                    ))
-                })?;
+            let target = parse_target(&url, own_identity.or_else(|| identity_file.clone())).map_err(invalid)?;
+            if let TargetKind::Ssh(SshTarget { auth: SshAuth::Key(path), .. }) = &target.kind {
+                russh::keys::load_secret_key(path, None)
+                    .map_err(|e| invalid(format!("target {:?}: identity_file {}: {e}", target.key, path.display())))?;
             }
             if targets.iter().any(|t: &Target| t.key == target.key) {
                 return Err(invalid(format!("target {:?} is listed twice", target.key)));
@@ -357,36 +293,26 @@ impl Config {
 
         let top_processes = f.top_processes.unwrap_or(5);
         if !(1..=100).contains(&top_processes) {
-            return Err(invalid(format!(
-                "top_processes = {top_processes}: must be between 1 and 100"
-            )));
+            return Err(invalid(format!("top_processes = {top_processes}: must be between 1 and 100")));
         }
         let max_output_bytes = f.max_output_bytes.unwrap_or(1 << 20);
         if !(16 * 1024..=64 << 20).contains(&max_output_bytes) {
-            return Err(invalid(format!(
-                "max_output_bytes = {max_output_bytes}: must be between 16384 and 67108864"
-            )));
+            return Err(invalid(format!("max_output_bytes = {max_output_bytes}: must be between 16384 and 67108864")));
         }
         let max_clients = f.max_clients.unwrap_or(4096);
         if max_clients == 0 {
             return Err(invalid("max_clients = 0: must be at least 1"));
         }
         let include_fstypes = f.include_fstypes.unwrap_or_default();
-        if let Some(bad) = include_fstypes.iter().find(|t| {
-            t.is_empty()
-                || !t
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        }) {
-            return Err(invalid(format!(
-                "include_fstypes: {bad:?} is not a filesystem type name"
-            )));
+        if let Some(bad) = include_fstypes
+            .iter()
+            .find(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
+        {
+            return Err(invalid(format!("include_fstypes: {bad:?} is not a filesystem type name")));
         }
         let reconnect = f.reconnect_max_seconds.unwrap_or(60.0);
         if !(reconnect.is_finite() && (1.0..=3600.0).contains(&reconnect)) {
-            return Err(invalid(format!(
-                "reconnect_max_seconds = {reconnect}: must be between 1 and 3600"
-            )));
+            return Err(invalid(format!("reconnect_max_seconds = {reconnect}: must be between 1 and 3600")));
         }
 
         let state_dir = env
@@ -394,10 +320,7 @@ impl Config {
             .map(|s| PathBuf::from(s.split(':').next().unwrap_or_default()))
             .or(f.state_dir)
             .unwrap_or_else(default_state_dir);
-        let auth_token = env
-            .get("MONSERV_AUTH_TOKEN")
-            .or(f.auth_token)
-            .map(Secret::new);
+        let auth_token = env.get("MONSERV_AUTH_TOKEN").or(f.auth_token).map(Secret::new);
         if auth_token.as_ref().is_some_and(|t| t.expose().len() < 8) {
             return Err(invalid("auth_token: must be at least 8 characters"));
         }
@@ -409,15 +332,11 @@ impl Config {
             ("write_timeout_seconds", websocket.write_timeout_seconds),
         ] {
             if !(v.is_finite() && (0.1..=3600.0).contains(&v)) {
-                return Err(invalid(format!(
-                    "websocket.{key} = {v}: must be between 0.1 and 3600"
-                )));
+                return Err(invalid(format!("websocket.{key} = {v}: must be between 0.1 and 3600")));
             }
         }
         if websocket.read_timeout_seconds <= websocket.ping_interval_seconds {
-            return Err(invalid(
-                "websocket.read_timeout_seconds must be longer than ping_interval_seconds",
-            ));
+            return Err(invalid("websocket.read_timeout_seconds must be longer than ping_interval_seconds"));
         }
 
         Ok(Config {
@@ -430,9 +349,7 @@ impl Config {
             max_clients,
             auth_token,
             targets,
-            known_hosts: f
-                .known_hosts
-                .unwrap_or_else(|| state_dir.join("known_hosts")),
+            known_hosts: f.known_hosts.unwrap_or_else(|| state_dir.join("known_hosts")),
             state_dir,
             host_key_policy: f.host_key_policy.unwrap_or(HostKeyPolicy::Tofu),
             include_fstypes,
@@ -522,11 +439,8 @@ mod tests {
             ("MEM_THRESHOLD_PERCENT", "75.5"),
             ("POLL_INTERVAL_SECONDS", "10"),
         ];
-        let c = Config::from_toml(
-            "port = 1\ntargets = [\"ssh://b:c@h2\"]\n[thresholds]\nmemory_percent = 10\n",
-            &env,
-        )
-        .unwrap();
+        let c = Config::from_toml("port = 1\ntargets = [\"ssh://b:c@h2\"]\n[thresholds]\nmemory_percent = 10\n", &env)
+            .unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.thresholds.memory_percent, 75.5);
         assert_eq!(c.host_timeout, Duration::from_secs(5));
@@ -555,33 +469,21 @@ mod tests {
             assert!(!e.contains('\n'), "{e:?}");
             assert!(!e.contains("hunter2"), "{e:?}");
         }
-        let e = Config::from_toml("", &[("CPU_THRESHOLD_PERCENT", "abc")])
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("", &[("CPU_THRESHOLD_PERCENT", "abc")]).unwrap_err().to_string();
         assert!(e.contains("CPU_THRESHOLD_PERCENT"), "{e}");
     }
 
     #[test]
     fn print_masks_secrets() {
-        let c = Config::from_toml(
-            "auth_token = \"tok-secret-123\"\ntargets = [\"ssh://u:hunter2@h:2\"]",
-            &NO_ENV,
-        )
-        .unwrap();
+        let c =
+            Config::from_toml("auth_token = \"tok-secret-123\"\ntargets = [\"ssh://u:hunter2@h:2\"]", &NO_ENV).unwrap();
         let printed = c.to_masked_toml();
-        assert!(
-            !printed.contains("hunter2") && !printed.contains("tok-secret-123"),
-            "{printed}"
-        );
+        assert!(!printed.contains("hunter2") && !printed.contains("tok-secret-123"), "{printed}");
         assert!(printed.contains("ssh://u:***@h:2"));
         // What is printed loads again.
-        let again = Config::from_toml(
-            &printed
-                .replace("\"***\"", "\"tok-other-456\"")
-                .replace("u:***@", "u:pw@"),
-            &NO_ENV,
-        )
-        .unwrap();
+        let again =
+            Config::from_toml(&printed.replace("\"***\"", "\"tok-other-456\"").replace("u:***@", "u:pw@"), &NO_ENV)
+                .unwrap();
         assert_eq!(again.listen, c.listen);
         assert_eq!(format!("{:?}", Secret::new("x")), "***");
     }

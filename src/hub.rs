@@ -49,10 +49,7 @@ impl Default for Hub {
 impl Hub {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(RING_CAPACITY);
-        Hub {
-            tx,
-            latest: RwLock::new(Latest::default()),
-        }
+        Hub { tx, latest: RwLock::new(Latest::default()) }
     }
 
     /// Serialize a poll round once and send it to every client.
@@ -67,11 +64,8 @@ impl Hub {
             return;
         };
         let mut latest = self.latest.write().unwrap_or_else(|e| e.into_inner());
-        *latest = Latest {
-            frame: Some(frame.clone()),
-            data: Some(Bytes::from(data)),
-            snapshot: Some(Arc::new(snapshot)),
-        };
+        *latest =
+            Latest { frame: Some(frame.clone()), data: Some(Bytes::from(data)), snapshot: Some(Arc::new(snapshot)) };
         // Err only means nobody is connected.
         let _ = self.tx.send(frame);
     }
@@ -95,10 +89,7 @@ impl Hub {
     }
 
     pub fn latest(&self) -> Latest {
-        self.latest
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.latest.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn client_count(&self) -> usize {

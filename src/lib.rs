@@ -60,23 +60,15 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|e| StartError::Bind {
-                addr: config.listen,
-                reason: e.to_string(),
-            })?;
-        let addr = listener.local_addr().map_err(|e| StartError::Bind {
-            addr: config.listen,
-            reason: e.to_string(),
-        })?;
+            .map_err(|e| StartError::Bind { addr: config.listen, reason: e.to_string() })?;
+        let addr =
+            listener.local_addr().map_err(|e| StartError::Bind { addr: config.listen, reason: e.to_string() })?;
 
         let known_hosts = Arc::new(KnownHosts::new(&config.known_hosts, config.host_key_policy));
         let mut targets = Vec::with_capacity(config.targets.len());
         for t in &config.targets {
             let (collector, fallback) = match &t.kind {
-                TargetKind::Local => (
-                    Collector::Local(LocalCollector::default()),
-                    "local".to_string(),
-                ),
+                TargetKind::Local => (Collector::Local(LocalCollector::default()), "local".to_string()),
                 TargetKind::Ssh(ssh) => {
                     let backoff = Backoff::new(Duration::from_secs(1), config.reconnect_max);
                     let c = SshCollector::new(ssh.clone(), known_hosts.clone(), backoff)
@@ -95,13 +87,7 @@ impl Daemon {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let hub = Arc::new(hub::Hub::new());
-        let poller = poll::Poller::new(
-            targets,
-            spec,
-            config.poll_interval,
-            config.host_timeout,
-            hub.clone(),
-        );
+        let poller = poll::Poller::new(targets, spec, config.poll_interval, config.host_timeout, hub.clone());
         tracker.spawn(poller.run(shutdown.clone()));
         let state = Arc::new(http::AppState {
             hub: hub.clone(),
@@ -115,12 +101,7 @@ impl Daemon {
         tracker.spawn(http::serve(listener, state, config.max_clients));
         tracker.close();
         tracing::info!(%addr, targets = config.targets.len(), interval = ?config.poll_interval, "monserv listening");
-        Ok(Daemon {
-            addr,
-            shutdown,
-            tracker,
-            hub,
-        })
+        Ok(Daemon { addr, shutdown, tracker, hub })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -135,8 +116,6 @@ impl Daemon {
     /// Returns false when some task did not finish in time.
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.shutdown.cancel();
-        tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_ok()
+        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
     }
 }

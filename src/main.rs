@@ -12,10 +12,7 @@ use monserv::config::{Config, ProcessEnv, EXIT_CONFIG};
 use monserv::Daemon;
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "Agentless SSH monitoring appliance speaking the MonServ WebSocket protocol"
-)]
+#[command(version, about = "Agentless SSH monitoring appliance speaking the MonServ WebSocket protocol")]
 struct Args {
     /// TOML configuration file (on the appliance /etc/monserv/monserv.toml).
     #[arg(long, short, value_name = "PATH")]
@@ -53,10 +50,7 @@ fn main() -> ExitCode {
         println!("configuration OK ({} targets)", config.targets.len());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("monserv: cannot start the async runtime: {e}");

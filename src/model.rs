@@ -164,11 +164,7 @@ mod tests {
 
     #[test]
     fn alert_message_shape() {
-        let m = AlertMessage::new(
-            AlertKind::Recovery,
-            "[RECOVERED] h memory",
-            "Memory back to 65.0%",
-        );
+        let m = AlertMessage::new(AlertKind::Recovery, "[RECOVERED] h memory", "Memory back to 65.0%");
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
             r#"{"type":"alert","alert_type":"recovery","subject":"[RECOVERED] h memory","message":"Memory back to 65.0%"}"#

@@ -102,15 +102,9 @@ impl PolledTarget {
         }
     }
 
-    fn apply(
-        &mut self,
-        outcome: Result<crate::collect::RawSample, CollectError>,
-        spec: &SampleSpec,
-        now: SystemTime,
-    ) {
+    fn apply(&mut self, outcome: Result<crate::collect::RawSample, CollectError>, spec: &SampleSpec, now: SystemTime) {
         let built = outcome.and_then(|raw| {
-            build_metrics(&raw, self.cpu_prev, spec.top_n, &spec.fs_filter, now)
-                .map_err(CollectError::from)
+            build_metrics(&raw, self.cpu_prev, spec.top_n, &spec.fs_filter, now).map_err(CollectError::from)
         });
         let r = &mut self.report;
         match built {
@@ -165,14 +159,7 @@ impl Poller {
         host_timeout: Duration,
         hub: Arc<Hub>,
     ) -> Self {
-        Poller {
-            targets,
-            spec,
-            interval,
-            host_timeout,
-            hub,
-            round: 0,
-        }
+        Poller { targets, spec, interval, host_timeout, hub, round: 0 }
     }
 
     /// Poll until `shutdown`; then close the SSH sessions politely.
@@ -191,11 +178,7 @@ impl Poller {
             self.hub.publish_metrics(snapshot);
         }
         let closing = self.targets.iter_mut().map(|t| t.collector.close());
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            futures_util::future::join_all(closing),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), futures_util::future::join_all(closing)).await;
     }
 
     /// One round: every target concurrently, each under the deadline.
@@ -203,9 +186,7 @@ impl Poller {
         let spec = &self.spec;
         let deadline = self.host_timeout;
         let outcomes = futures_util::future::join_all(
-            self.targets
-                .iter_mut()
-                .map(|t| with_deadline(deadline, t.collector.sample(spec))),
+            self.targets.iter_mut().map(|t| with_deadline(deadline, t.collector.sample(spec))),
         )
         .await;
         let now = SystemTime::now();
@@ -216,10 +197,7 @@ impl Poller {
             t.apply(outcome, spec, now);
         }
         self.round += 1;
-        Snapshot {
-            round: self.round,
-            targets: self.targets.iter().map(|t| t.report.clone()).collect(),
-        }
+        Snapshot { round: self.round, targets: self.targets.iter().map(|t| t.report.clone()).collect() }
     }
 }
 
@@ -227,7 +205,5 @@ async fn with_deadline<T>(
     deadline: Duration,
     work: impl Future<Output = Result<T, CollectError>>,
 ) -> Result<T, CollectError> {
-    tokio::time::timeout(deadline, work)
-        .await
-        .unwrap_or(Err(CollectError::Timeout(deadline)))
+    tokio::time::timeout(deadline, work).await.unwrap_or(Err(CollectError::Timeout(deadline)))
 }

@@ -16,12 +16,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Backoff {
-            base,
-            cap,
-            failures: 0,
-            next_try: None,
-        }
+        Backoff { base, cap, failures: 0, next_try: None }
     }
 
     /// Time left before the next attempt is allowed, if any.
@@ -41,9 +36,7 @@ impl Backoff {
     }
 
     fn delay_for(&self, failures: u32, jitter: f64) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+        let exp = self.base.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
         exp.min(self.cap).mul_f64(jitter)
     }
 

@@ -46,11 +46,7 @@ pub struct KnownHosts {
 
 impl KnownHosts {
     pub fn new(path: impl Into<PathBuf>, policy: HostKeyPolicy) -> Self {
-        KnownHosts {
-            path: path.into(),
-            policy,
-            lock: Mutex::new(()),
-        }
+        KnownHosts { path: path.into(), policy, lock: Mutex::new(()) }
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -78,17 +74,10 @@ impl KnownHosts {
         if !contents.is_empty() && contents.last() != Some(&b'\n') {
             contents.push(b'\n');
         }
-        let host_field = if port == 22 {
-            host.to_string()
-        } else {
-            format!("[{host}]:{port}")
-        };
-        let key_text = key
-            .to_openssh()
-            .map_err(|e| format!("encoding host key: {e}"))?;
+        let host_field = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
+        let key_text = key.to_openssh().map_err(|e| format!("encoding host key: {e}"))?;
         contents.extend_from_slice(format!("{host_field} {key_text}\n").as_bytes());
-        store::write_atomic(&self.path, &contents)
-            .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+        store::write_atomic(&self.path, &contents).map_err(|e| format!("writing {}: {e}", self.path.display()))?;
         Ok(Verdict::Learned)
     }
 }
@@ -98,9 +87,8 @@ mod tests {
     use super::*;
 
     fn key(seed: u8) -> PublicKey {
-        let private = russh::keys::PrivateKey::from(
-            russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&[seed; 32]),
-        );
+        let private =
+            russh::keys::PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&[seed; 32]));
         private.public_key().clone()
     }
 
@@ -115,10 +103,7 @@ mod tests {
         let kh = KnownHosts::new(&path, HostKeyPolicy::Tofu);
         assert_eq!(kh.verify("10.0.0.5", 2222, &key(1)), Ok(Verdict::Learned));
         assert_eq!(kh.verify("10.0.0.5", 2222, &key(1)), Ok(Verdict::Known));
-        assert_eq!(
-            kh.verify("10.0.0.5", 2222, &key(2)),
-            Ok(Verdict::Changed { line: 1 })
-        );
+        assert_eq!(kh.verify("10.0.0.5", 2222, &key(2)), Ok(Verdict::Changed { line: 1 }));
         // Other host, other port: separate entries.
         assert_eq!(kh.verify("10.0.0.5", 22, &key(2)), Ok(Verdict::Learned));
         let text = std::fs::read_to_string(&path).unwrap();

@@ -28,10 +28,7 @@ impl Default for LocalCollector {
 
 impl LocalCollector {
     pub fn new(proc_root: impl Into<PathBuf>, passwd: impl Into<PathBuf>) -> Self {
-        LocalCollector {
-            proc_root: proc_root.into(),
-            passwd: passwd.into(),
-        }
+        LocalCollector { proc_root: proc_root.into(), passwd: passwd.into() }
     }
 
     pub async fn sample(&mut self, spec: &SampleSpec) -> Result<RawSample, CollectError> {
@@ -47,22 +44,14 @@ impl LocalCollector {
 /// Read at most `limit` bytes of a file.
 fn read_capped(path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
-    fs::File::open(path)?
-        .take(limit as u64)
-        .read_to_end(&mut buf)?;
+    fs::File::open(path)?.take(limit as u64).read_to_end(&mut buf)?;
     Ok(buf)
 }
 
-fn read_sample(
-    proc_root: &Path,
-    passwd: &Path,
-    spec: &SampleSpec,
-) -> Result<RawSample, CollectError> {
+fn read_sample(proc_root: &Path, passwd: &Path, spec: &SampleSpec) -> Result<RawSample, CollectError> {
     let limit = spec.max_output_bytes;
-    let must = |name: &str| {
-        read_capped(&proc_root.join(name), limit)
-            .map_err(|e| CollectError::Local(format!("{name}: {e}")))
-    };
+    let must =
+        |name: &str| read_capped(&proc_root.join(name), limit).map_err(|e| CollectError::Local(format!("{name}: {e}")));
     let mut raw = RawSample {
         hostname: must("sys/kernel/hostname")?,
         uptime: must("uptime")?,
@@ -89,9 +78,7 @@ fn statvfs_space(mountpoint: &str) -> Option<Space> {
     Some(Space {
         mountpoint: mountpoint.to_string(),
         total: blocks.saturating_mul(frsize),
-        used: blocks
-            .saturating_sub(st.blocks_free() as u64)
-            .saturating_mul(frsize),
+        used: blocks.saturating_sub(st.blocks_free() as u64).saturating_mul(frsize),
         avail: (st.blocks_available() as u64).saturating_mul(frsize),
     })
 }

@@ -20,10 +20,7 @@ pub enum ParseError {
 }
 
 fn malformed(what: &'static str, detail: impl Into<String>) -> ParseError {
-    ParseError::Malformed {
-        what,
-        detail: detail.into(),
-    }
+    ParseError::Malformed { what, detail: detail.into() }
 }
 
 /// Lossy UTF-8 with control characters replaced, trimmed: safe to show in a UI.
@@ -49,13 +46,8 @@ pub fn hostname(bytes: &[u8]) -> Result<String, ParseError> {
 /// `/proc/uptime`: `"350735.47 234388.90"`; the first number is seconds since boot.
 pub fn uptime_seconds(bytes: &[u8]) -> Result<u64, ParseError> {
     let text = String::from_utf8_lossy(bytes);
-    let first = text
-        .split_whitespace()
-        .next()
-        .ok_or(ParseError::Missing("/proc/uptime"))?;
-    let secs: f64 = first
-        .parse()
-        .map_err(|_| malformed("/proc/uptime", format!("not a number: {:.20}", first)))?;
+    let first = text.split_whitespace().next().ok_or(ParseError::Missing("/proc/uptime"))?;
+    let secs: f64 = first.parse().map_err(|_| malformed("/proc/uptime", format!("not a number: {:.20}", first)))?;
     if !secs.is_finite() || secs < 0.0 {
         return Err(malformed("/proc/uptime", "negative or infinite"));
     }
@@ -92,9 +84,7 @@ pub fn meminfo(bytes: &[u8]) -> Result<MemInfo, ParseError> {
             fields.insert(key.trim(), bytes);
         }
     }
-    let total = *fields
-        .get("MemTotal")
-        .ok_or(ParseError::Missing("MemTotal in /proc/meminfo"))?;
+    let total = *fields.get("MemTotal").ok_or(ParseError::Missing("MemTotal in /proc/meminfo"))?;
     if total == 0 {
         return Err(malformed("/proc/meminfo", "MemTotal is 0"));
     }
@@ -105,10 +95,7 @@ pub fn meminfo(bytes: &[u8]) -> Result<MemInfo, ParseError> {
             .filter_map(|k| fields.get(k))
             .fold(0u64, |acc, v| acc.saturating_add(*v)),
     };
-    Ok(MemInfo {
-        total,
-        available: available.min(total),
-    })
+    Ok(MemInfo { total, available: available.min(total) })
 }
 
 /// Aggregate CPU jiffies from the `cpu` line of `/proc/stat`.
@@ -145,28 +132,21 @@ pub fn cpu_stat(bytes: &[u8]) -> Result<CpuStat, ParseError> {
                 let idle = values[3].saturating_add(values.get(4).copied().unwrap_or(0));
                 times = Some(CpuTimes { total, idle });
             }
-            Some(name)
-                if name.starts_with("cpu") && name[3..].bytes().all(|b| b.is_ascii_digit()) =>
-            {
+            Some(name) if name.starts_with("cpu") && name[3..].bytes().all(|b| b.is_ascii_digit()) => {
                 cores = cores.saturating_add(1);
             }
             _ => {}
         }
     }
     let times = times.ok_or(ParseError::Missing("cpu line of /proc/stat"))?;
-    Ok(CpuStat {
-        times,
-        cores: cores.max(1),
-    })
+    Ok(CpuStat { times, cores: cores.max(1) })
 }
 
 /// CPU busy percentage between two samples. With no earlier sample (first poll after
 /// connecting) this is the average since boot, a real value rather than a made-up 0.
 pub fn cpu_used_percent(previous: Option<CpuTimes>, now: CpuTimes) -> f64 {
     let (total, idle) = match previous {
-        Some(p) if now.total > p.total && now.idle >= p.idle => {
-            (now.total - p.total, now.idle - p.idle)
-        }
+        Some(p) if now.total > p.total && now.idle >= p.idle => (now.total - p.total, now.idle - p.idle),
         _ => (now.total, now.idle),
     };
     if total == 0 {
@@ -212,9 +192,7 @@ pub fn mounts(bytes: &[u8]) -> Vec<Mount> {
     bytes
         .split(|&b| b == b'\n')
         .filter_map(|line| {
-            let mut f = line
-                .split(|b| b.is_ascii_whitespace())
-                .filter(|f| !f.is_empty());
+            let mut f = line.split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty());
             let device = f.next()?;
             let mountpoint = f.next()?;
             let fstype = f.next()?;
@@ -232,15 +210,8 @@ pub fn unescape_octal(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {
-        if field[i] == b'\\'
-            && i + 3 < field.len()
-            && field[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (field[i + 1] - b'0') as u32 * 64
-                + (field[i + 2] - b'0') as u32 * 8
-                + (field[i + 3] - b'0') as u32;
+        if field[i] == b'\\' && i + 3 < field.len() && field[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let v = (field[i + 1] - b'0') as u32 * 64 + (field[i + 2] - b'0') as u32 * 8 + (field[i + 3] - b'0') as u32;
             if let Ok(b) = u8::try_from(v) {
                 out.push(b);
                 i += 4;
@@ -308,21 +279,15 @@ pub fn proc_status(bytes: &[u8]) -> ProcStatus {
         match key {
             b"Name" => status.name = clean_text(value),
             b"Uid" => {
-                status.uid = String::from_utf8_lossy(value)
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse().ok())
+                status.uid = String::from_utf8_lossy(value).split_whitespace().next().and_then(|v| v.parse().ok())
             }
             b"VmRSS" => {
                 let text = String::from_utf8_lossy(value);
                 let mut parts = text.split_whitespace();
-                status.rss = parts
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .and_then(|v| match parts.next() {
-                        Some("kB") | None => v.checked_mul(1024),
-                        Some(_) => None,
-                    });
+                status.rss = parts.next().and_then(|v| v.parse::<u64>().ok()).and_then(|v| match parts.next() {
+                    Some("kB") | None => v.checked_mul(1024),
+                    Some(_) => None,
+                });
             }
             _ => {}
         }
@@ -333,11 +298,7 @@ pub fn proc_status(bytes: &[u8]) -> ProcStatus {
 /// `/proc/[pid]/cmdline`: arguments separated (and terminated) by NUL. Joined with
 /// spaces, like `ps -o args`. Empty for kernel threads.
 pub fn cmdline(bytes: &[u8]) -> String {
-    let joined: Vec<u8> = bytes
-        .split(|&b| b == 0)
-        .filter(|arg| !arg.is_empty())
-        .collect::<Vec<_>>()
-        .join(&b' ');
+    let joined: Vec<u8> = bytes.split(|&b| b == 0).filter(|arg| !arg.is_empty()).collect::<Vec<_>>().join(&b' ');
     clean_text(&joined)
 }
 
@@ -353,9 +314,7 @@ pub fn passwd(bytes: &[u8]) -> HashMap<u32, String> {
         };
         if let (false, Ok(uid)) = (name.is_empty(), uid.trim().parse::<u32>()) {
             // First entry wins, as with getpwuid.
-            users
-                .entry(uid)
-                .or_insert_with(|| clean_text(name.as_bytes()));
+            users.entry(uid).or_insert_with(|| clean_text(name.as_bytes()));
         }
     }
     users
@@ -364,10 +323,7 @@ pub fn passwd(bytes: &[u8]) -> HashMap<u32, String> {
 /// `/proc/[pid]/statm`: `size resident shared ...` in pages. Returns `resident`.
 /// Only used to rank processes, so the page size does not matter here.
 pub fn statm_resident(bytes: &[u8]) -> Option<u64> {
-    String::from_utf8_lossy(bytes)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
+    String::from_utf8_lossy(bytes).split_whitespace().nth(1).and_then(|v| v.parse().ok())
 }
 
 #[cfg(test)]
@@ -394,27 +350,20 @@ mod tests {
 
     #[test]
     fn meminfo_prefers_memavailable() {
-        let m = meminfo(
-            b"MemTotal:        8000000 kB\nMemFree:  100 kB\nMemAvailable:    6000000 kB\n",
-        )
-        .unwrap();
+        let m = meminfo(b"MemTotal:        8000000 kB\nMemFree:  100 kB\nMemAvailable:    6000000 kB\n").unwrap();
         assert_eq!(m.total, 8_000_000 * 1024);
         assert_eq!(m.available, 6_000_000 * 1024);
     }
 
     #[test]
     fn meminfo_falls_back_on_old_kernels() {
-        let m = meminfo(b"MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 200 kB\n")
-            .unwrap();
+        let m = meminfo(b"MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 200 kB\n").unwrap();
         assert_eq!(m.available, 350 * 1024);
     }
 
     #[test]
     fn meminfo_rejects_garbage() {
-        assert_eq!(
-            meminfo(b"garbage\n\x00\xff"),
-            Err(ParseError::Missing("MemTotal in /proc/meminfo"))
-        );
+        assert_eq!(meminfo(b"garbage\n\x00\xff"), Err(ParseError::Missing("MemTotal in /proc/meminfo")));
         assert!(meminfo(b"MemTotal: 0 kB\n").is_err());
         // Overflowing numbers are skipped rather than wrapped.
         assert!(meminfo(b"MemTotal: 99999999999999999999 kB\n").is_err());
@@ -427,13 +376,7 @@ mod tests {
     fn cpu_stat_counts_cores_and_idle() {
         let s = cpu_stat(b"cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\ncpu1 50 0 25 400 25 0 0 0 0 0\nintr 1 2 3\n").unwrap();
         assert_eq!(s.cores, 2);
-        assert_eq!(
-            s.times,
-            CpuTimes {
-                total: 1000,
-                idle: 850
-            }
-        );
+        assert_eq!(s.times, CpuTimes { total: 1000, idle: 850 });
         // 2.4 kernels: only 4 columns.
         let s = cpu_stat(b"cpu 1 2 3 4\n").unwrap();
         assert_eq!(s.times, CpuTimes { total: 10, idle: 4 });
@@ -444,14 +387,8 @@ mod tests {
 
     #[test]
     fn cpu_percent_uses_deltas() {
-        let a = CpuTimes {
-            total: 1000,
-            idle: 900,
-        };
-        let b = CpuTimes {
-            total: 1200,
-            idle: 950,
-        };
+        let a = CpuTimes { total: 1000, idle: 900 };
+        let b = CpuTimes { total: 1200, idle: 950 };
         assert!((cpu_used_percent(Some(a), b) - 75.0).abs() < 1e-9);
         assert!((cpu_used_percent(None, a) - 10.0).abs() < 1e-9);
         // A counter that went backwards (host rebooted) falls back to since-boot.
@@ -461,10 +398,7 @@ mod tests {
 
     #[test]
     fn cpu_model_x86_and_arm() {
-        assert_eq!(
-            cpu_model(b"processor\t: 0\nmodel name\t: AMD EPYC 7B13\n"),
-            "AMD EPYC 7B13"
-        );
+        assert_eq!(cpu_model(b"processor\t: 0\nmodel name\t: AMD EPYC 7B13\n"), "AMD EPYC 7B13");
         assert_eq!(
             cpu_model(b"processor\t: 0\nBogoMIPS\t: 108.00\n\nHardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"),
             "BCM2835"
@@ -474,9 +408,7 @@ mod tests {
 
     #[test]
     fn mounts_unescape_paths() {
-        let m = mounts(
-            b"/dev/sda1 / ext4 rw,relatime 0 0\n/dev/sdb1 /mnt/my\\040disk xfs rw 0 0\nbroken\n",
-        );
+        let m = mounts(b"/dev/sda1 / ext4 rw,relatime 0 0\n/dev/sdb1 /mnt/my\\040disk xfs rw 0 0\nbroken\n");
         assert_eq!(m.len(), 2);
         assert_eq!(m[1].mountpoint, "/mnt/my disk");
         assert_eq!(m[1].fstype, "xfs");
@@ -502,30 +434,16 @@ mod tests {
         assert_eq!(b.len(), 2);
         assert_eq!(b[1].mountpoint, "/mnt/with space");
         // Error lines and non-numeric rows are skipped, the rest kept.
-        let mixed =
-            df_posix(b"df: /x: Permission denied\n/dev/y 4 2 2 50% /data\n/dev/z - - - -% /z\n");
-        assert_eq!(
-            mixed,
-            vec![Space {
-                mountpoint: "/data".into(),
-                total: 4096,
-                used: 2048,
-                avail: 2048
-            }]
-        );
+        let mixed = df_posix(b"df: /x: Permission denied\n/dev/y 4 2 2 50% /data\n/dev/z - - - -% /z\n");
+        assert_eq!(mixed, vec![Space { mountpoint: "/data".into(), total: 4096, used: 2048, avail: 2048 }]);
     }
 
     #[test]
     fn status_reads_name_uid_rss() {
-        let s = proc_status(b"Name:\tpostgres\nUmask:\t0077\nState:\tS (sleeping)\nUid:\t106\t106\t106\t106\nVmRSS:\t  524288 kB\n");
-        assert_eq!(
-            s,
-            ProcStatus {
-                name: "postgres".into(),
-                uid: Some(106),
-                rss: Some(524288 * 1024)
-            }
+        let s = proc_status(
+            b"Name:\tpostgres\nUmask:\t0077\nState:\tS (sleeping)\nUid:\t106\t106\t106\t106\nVmRSS:\t  524288 kB\n",
         );
+        assert_eq!(s, ProcStatus { name: "postgres".into(), uid: Some(106), rss: Some(524288 * 1024) });
         // Re-emitted by the remote script's `read` loop.
         let s = proc_status(b"Name: kworker/0:1 events\nUid: 0 0 0 0\n");
         assert_eq!(s.name, "kworker/0:1 events");
@@ -535,10 +453,7 @@ mod tests {
 
     #[test]
     fn cmdline_joins_args() {
-        assert_eq!(
-            cmdline(b"postgres\0-D\0/var/lib/postgresql/data\0"),
-            "postgres -D /var/lib/postgresql/data"
-        );
+        assert_eq!(cmdline(b"postgres\0-D\0/var/lib/postgresql/data\0"), "postgres -D /var/lib/postgresql/data");
         assert_eq!(cmdline(b""), "");
         assert_eq!(cmdline(b"a\0\0b\n"), "a b");
     }

@@ -120,6 +120,7 @@ impl RawSample {
         let mut raw = RawSample::default();
         let mut procs: HashMap<u32, RawProc> = HashMap::new();
         let mut order = Vec::new();
+        let mut cmdlines: &[u8] = &[];
         for s in sections {
             let body = s.body.to_vec();
             match s.name {
@@ -131,40 +132,60 @@ impl RawSample {
                 b"mounts" => raw.mounts = body,
                 b"df" => raw.space = parse::df_posix(&body),
                 b"passwd" => raw.passwd = body,
-                b"proc" | b"cmdline" => {
-                    let Some(pid) = std::str::from_utf8(s.arg)
-                        .ok()
-                        .and_then(|a| a.trim().parse::<u32>().ok())
-                    else {
+                b"proc" => {
+                    let Some(pid) = std::str::from_utf8(s.arg).ok().and_then(|a| a.trim().parse::<u32>().ok()) else {
                         continue;
                     };
-                    let entry = procs.entry(pid).or_insert_with(|| {
+                    if !procs.contains_key(&pid) {
                         order.push(pid);
-                        RawProc {
-                            pid,
-                            ..RawProc::default()
-                        }
-                    });
-                    if s.name == b"proc" {
-                        entry.status = body;
-                    } else {
-                        // The script appends a newline after the raw cmdline bytes.
-                        let mut body = body;
-                        if body.last() == Some(&b'\n') {
-                            body.pop();
-                        }
-                        entry.cmdline = body;
                     }
+                    procs.insert(pid, RawProc { pid, status: body, cmdline: Vec::new() });
                 }
+                b"cmdlines" => cmdlines = s.body,
                 _ => {}
             }
         }
-        raw.procs = order
-            .into_iter()
-            .filter_map(|pid| procs.remove(&pid))
-            .collect();
+        for (pid, cmdline) in split_head_output(cmdlines, &order) {
+            if let Some(p) = procs.get_mut(&pid) {
+                p.cmdline = cmdline.to_vec();
+            }
+        }
+        raw.procs = order.into_iter().filter_map(|pid| procs.remove(&pid)).collect();
         raw
     }
+}
+
+/// Split `head -v -c N 1/cmdline 2/cmdline ...` output (GNU and BusyBox alike:
+/// `==> 1/cmdline <==` before each file, a newline before every header but the first)
+/// into each PID's bytes. Headers are looked for at line starts, in the order the
+/// script listed the files; a file that vanished has no header and gets nothing.
+fn split_head_output<'a>(body: &'a [u8], pids: &[u32]) -> Vec<(u32, &'a [u8])> {
+    let mut found: Vec<(u32, usize, usize)> = Vec::new(); // (pid, header start, content start)
+    let mut pos = 0;
+    for &pid in pids {
+        let header = format!("==> {pid}/cmdline <==\n");
+        let mut from = pos;
+        while let Some(i) = find(&body[from..], header.as_bytes()) {
+            let at = from + i;
+            if at == 0 || body[at - 1] == b'\n' {
+                found.push((pid, at, at + header.len()));
+                pos = at + header.len();
+                break;
+            }
+            from = at + 1;
+        }
+    }
+    (0..found.len())
+        .map(|i| {
+            let (pid, _, start) = found[i];
+            let end = found.get(i + 1).map_or(body.len(), |next| next.1.saturating_sub(1).max(start));
+            (pid, &body[start..end])
+        })
+        .collect()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Interpret a sample. `previous_cpu` is the last poll's CPU counters of the same
@@ -209,11 +230,7 @@ pub fn build_metrics(
 /// at several places (bind mounts) counts once, at its first mountpoint.
 pub fn disks(mounts: &[parse::Mount], space: &[Space], filter: &FsFilter) -> Vec<Disk> {
     let sizes: HashMap<&str, &Space> = space.iter().map(|s| (s.mountpoint.as_str(), s)).collect();
-    let top_mount: HashMap<&str, usize> = mounts
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.mountpoint.as_str(), i))
-        .collect();
+    let top_mount: HashMap<&str, usize> = mounts.iter().enumerate().map(|(i, m)| (m.mountpoint.as_str(), i)).collect();
     let mut seen_devices = HashSet::new();
     let mut out = Vec::new();
     for (i, m) in mounts.iter().enumerate() {
@@ -276,12 +293,7 @@ mod tests {
     use super::*;
 
     fn space(m: &str, total: u64, used: u64, avail: u64) -> Space {
-        Space {
-            mountpoint: m.into(),
-            total,
-            used,
-            avail,
-        }
+        Space { mountpoint: m.into(), total, used, avail }
     }
 
     #[test]
@@ -297,21 +309,20 @@ mod tests {
         ];
         let d = disks(&mounts, &sp, &FsFilter::new(&[]));
         assert_eq!(d.len(), 2);
-        assert_eq!(
-            (
-                d[0].mountpoint.as_str(),
-                d[0].fstype.as_str(),
-                d[0].used_percent
-            ),
-            ("/", "ext4", 44.4)
-        );
-        assert_eq!(
-            (d[1].device.as_str(), d[1].fstype.as_str()),
-            ("/dev/sdc1", "ext4")
-        );
+        assert_eq!((d[0].mountpoint.as_str(), d[0].fstype.as_str(), d[0].used_percent), ("/", "ext4", 44.4));
+        assert_eq!((d[1].device.as_str(), d[1].fstype.as_str()), ("/dev/sdc1", "ext4"));
         // tmpfs can be opted in.
         let d = disks(&mounts, &sp, &FsFilter::new(&["tmpfs".into()]));
         assert!(d.iter().any(|d| d.mountpoint == "/run"));
+    }
+
+    #[test]
+    fn head_output_split_by_pid() {
+        let body = b"==> 7/cmdline <==\na\0b\0\n==> 9/cmdline <==\nc\0x==> 12/cmdline <==\n";
+        let got = split_head_output(body, &[7, 8, 9, 12]);
+        assert_eq!(got, vec![(7, &b"a\0b\0"[..]), (9, &b"c\0x==> 12/cmdline <==\n"[..])]);
+        assert!(split_head_output(b"garbage", &[1]).is_empty());
+        assert!(split_head_output(b"", &[]).is_empty());
     }
 
     #[test]
@@ -329,16 +340,8 @@ mod tests {
                     status: b"Name: postgres\nUid: 106\nVmRSS: 4000 kB\n".to_vec(),
                     cmdline: b"postgres\0-D\0/d\0".to_vec(),
                 },
-                RawProc {
-                    pid: 3,
-                    status: b"Name: kthreadd\nUid: 0\n".to_vec(),
-                    cmdline: vec![],
-                },
-                RawProc {
-                    pid: 4,
-                    status: b"Name: x\nUid: 4242\nVmRSS: 2000 kB\n".to_vec(),
-                    cmdline: vec![],
-                },
+                RawProc { pid: 3, status: b"Name: kthreadd\nUid: 0\n".to_vec(), cmdline: vec![] },
+                RawProc { pid: 4, status: b"Name: x\nUid: 4242\nVmRSS: 2000 kB\n".to_vec(), cmdline: vec![] },
             ],
             ..RawSample::default()
         };
@@ -363,39 +366,28 @@ mod tests {
     fn captured_gnu_host() {
         let (m, cpu) = fixture(include_bytes!("../../tests/fixtures/gnu-debian12.out"));
         assert_eq!(m.hostname, "vm");
-        assert_eq!(m.uptime_seconds, 712);
+        assert_eq!(m.uptime_seconds, 1255);
         assert_eq!(m.memory.total, 24684084 * 1024);
-        assert_eq!(m.memory.free, 24017352 * 1024);
+        assert_eq!(m.memory.free, 24025216 * 1024);
+        assert_eq!(m.memory.used, (24684084 - 24025216) * 1024);
         assert_eq!(m.memory.used_percent, 2.7);
         // Only the ext4 root survives the filter (tmpfs, cgroup, proc... are dropped).
         assert_eq!(m.disks.len(), 1);
-        assert_eq!(
-            (
-                m.disks[0].device.as_str(),
-                m.disks[0].mountpoint.as_str(),
-                m.disks[0].fstype.as_str()
-            ),
-            ("/dev/vda", "/", "ext4")
-        );
-        assert_eq!(m.disks[0].total, 264212084 * 1024);
-        assert_eq!(m.disks[0].free, 80543692 * 1024);
+        let d = &m.disks[0];
+        assert_eq!((d.device.as_str(), d.mountpoint.as_str(), d.fstype.as_str()), ("/dev/vda", "/", "ext4"));
+        assert_eq!((d.total, d.used, d.free), (264212084 * 1024, 15805768 * 1024, 79480120 * 1024));
+        assert_eq!(d.used_percent, 16.6);
         let pids: Vec<u32> = m.top_procs_by_mem.iter().map(|p| p.pid).collect();
-        assert_eq!(pids, vec![1, 1055, 16912, 16913, 17192]);
-        assert_eq!(m.top_procs_by_mem[0].name, "process_api");
-        assert_eq!(m.top_procs_by_mem[0].username, "root");
-        assert_eq!(m.top_procs_by_mem[0].rss_bytes, 9132 * 1024);
-        assert!(m.top_procs_by_mem[0]
-            .cmdline
-            .starts_with("/process_api --firecracker-init --addr 0.0.0.0:2024"));
+        assert_eq!(pids, vec![1, 1055, 20993, 20994, 21314]);
+        let first = &m.top_procs_by_mem[0];
+        assert_eq!(
+            (first.name.as_str(), first.username.as_str(), first.rss_bytes),
+            ("process_api", "root", 9196 * 1024)
+        );
+        assert!(first.cmdline.starts_with("/process_api --firecracker-init --addr 0.0.0.0:2024"));
         assert_eq!(m.top_procs_by_mem[4].cmdline, "sh /tmp/poll-script.sh");
         assert_eq!((m.cpu.cores, m.cpu.model_name.as_str()), (2, "AMD EPYC"));
-        assert_eq!(
-            cpu,
-            CpuTimes {
-                total: 29492 + 7668 + 104342 + 333 + 75 + 21,
-                idle: 104342 + 333
-            }
-        );
+        assert_eq!(cpu, CpuTimes { total: 52263 + 43 + 18402 + 178448 + 598 + 198 + 29, idle: 178448 + 598 });
         assert_eq!(m.generated_at_utc, "1970-01-01T00:00:00Z");
     }
 
@@ -404,23 +396,16 @@ mod tests {
         let (m, _) = fixture(include_bytes!("../../tests/fixtures/busybox-1.35.out"));
         assert_eq!(m.hostname, "bb-capture");
         assert_eq!(m.memory.total, 24684084 * 1024);
+        assert_eq!(m.memory.free, 24025816 * 1024);
         assert_eq!(m.disks.len(), 1);
         assert_eq!(m.disks[0].mountpoint, "/");
-        assert_eq!(m.disks[0].used, 14742204 * 1024);
+        assert_eq!(m.disks[0].used, 15805772 * 1024);
         // Processes that exited between ranking and reading (sort, head) are skipped.
-        let procs: Vec<(u32, &str, u64)> = m
-            .top_procs_by_mem
-            .iter()
-            .map(|p| (p.pid, p.name.as_str(), p.rss_bytes))
-            .collect();
-        assert_eq!(
-            procs,
-            vec![
-                (6, "sh", 1732 * 1024),
-                (1, "sh", 1644 * 1024),
-                (7, "sleep", 1380 * 1024)
-            ]
-        );
+        let procs: Vec<(u32, &str, u64)> =
+            m.top_procs_by_mem.iter().map(|p| (p.pid, p.name.as_str(), p.rss_bytes)).collect();
+        assert_eq!(procs, vec![(6, "sh", 1744 * 1024), (1, "sh", 1708 * 1024), (7, "sleep", 1380 * 1024)]);
+        assert_eq!(m.top_procs_by_mem[0].cmdline, "/bin/sh /tmp/s.sh");
+        assert!(m.top_procs_by_mem[1].cmdline.starts_with("sh -c busybox hostname bb-capture && mount"));
         assert_eq!(m.top_procs_by_mem[2].cmdline, "sleep 30");
     }
 
@@ -428,20 +413,12 @@ mod tests {
     fn truncated_capture_is_an_error_not_a_panic() {
         let full = include_bytes!("../../tests/fixtures/busybox-1.35.out");
         for cut in [0, 10, 100, 900, full.len() / 2, full.len() - 5] {
-            assert!(
-                crate::collect::script::split_sections(&full[..cut], "fixture").is_err(),
-                "cut at {cut}"
-            );
+            assert!(crate::collect::script::split_sections(&full[..cut], "fixture").is_err(), "cut at {cut}");
         }
         // Sections present but empty: a clear error naming the missing file.
         let empty = b"@@fixture hostname\nh\n@@fixture uptime\n1 1\n@@fixture end\n";
-        let raw = RawSample::from_sections(
-            &crate::collect::script::split_sections(empty, "fixture").unwrap(),
-        );
+        let raw = RawSample::from_sections(&crate::collect::script::split_sections(empty, "fixture").unwrap());
         let err = build_metrics(&raw, None, 5, &FsFilter::new(&[]), SystemTime::now()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "MemTotal in /proc/meminfo is missing from the host's output"
-        );
+        assert_eq!(err.to_string(), "MemTotal in /proc/meminfo is missing from the host's output");
     }
 }

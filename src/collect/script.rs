@@ -2,8 +2,12 @@
 //!
 //! One exec per poll, one round trip: the script reads /proc itself with shell
 //! builtins (no `ps`, `top` or `free`, whose flags and units differ between GNU and
-//! BusyBox) and forks only `cat`, `df`, `sort`, `head`. It picks the top processes by
-//! resident pages on the target, so only their status and cmdline cross the wire.
+//! BusyBox) and runs only three programs: `df`, `sort` and one `head` for all
+//! command lines (`read` cannot keep the NULs between arguments). It picks the top
+//! processes by resident pages on the target, so only their status and command line
+//! cross the wire. dash's `read` costs a system call per byte, so loops stop as soon
+//! as they have what they need (`Cached:` in meminfo, `VmRSS:` in status). Data lines go through `printf '%s'`, never `echo`, which in dash
+//! would decode the `\040` escapes of /proc/mounts.
 //!
 //! Every section starts with a marker line `@@<nonce> <name> [arg]`. The nonce is
 //! fresh per poll so that a process whose command line contains a marker cannot
@@ -29,35 +33,38 @@ pub fn poll_script(nonce: &str, top_n: usize, excluded_fstypes: &[String]) -> St
         r#"export LC_ALL=C
 M='@@{nonce}'
 cd /proc || exit 3
-echo "$M hostname"; cat sys/kernel/hostname 2>/dev/null || hostname
-echo "$M uptime"; cat uptime
-echo "$M meminfo"; cat meminfo
+echo "$M hostname"; read -r v < sys/kernel/hostname; printf '%s\n' "$v"
+echo "$M uptime"; read -r v < uptime; printf '%s\n' "$v"
+echo "$M meminfo"
+a=
+while read -r k v x; do case $k in MemAvailable:) a=1; printf '%s %s %s\n' "$k" "$v" "$x";; MemTotal:|MemFree:|Buffers:|SReclaimable:) printf '%s %s %s\n' "$k" "$v" "$x";; Cached:) printf '%s %s %s\n' "$k" "$v" "$x"; [ -n "$a" ] && break;; esac; done < meminfo
 echo "$M stat"
-while read -r l; do case $l in cpu*) echo "$l";; *) break;; esac; done < stat
+while read -r l; do case $l in cpu*) printf '%s\n' "$l";; *) break;; esac; done < stat
 echo "$M cpuinfo"
-while read -r l; do case $l in 'model name'*|'cpu model'*) echo "$l"; break;; Processor*|Hardware*|Model*) echo "$l";; esac; done < cpuinfo
-echo "$M mounts"; cat mounts
-echo "$M df"
+while read -r l; do case $l in 'model name'*|'cpu model'*) printf '%s\n' "$l"; break;; Processor*|Hardware*|Model*) printf '%s\n' "$l";; esac; done < cpuinfo
+echo "$M mounts"
 set --
-while read -r d m t r; do
+while read -r d m t x; do
+  printf '%s %s %s\n' "$d" "$m" "$t"
   case $t in {skip}) continue;; esac
   case $m in *\\*) continue;; esac
   set -- "$@" "$m"
 done < mounts
+echo "$M df"
 [ $# -gt 0 ] && df -Pk "$@" 2>/dev/null
-top=$(for p in [0-9]*; do read -r s r x 2>/dev/null < "$p/statm" && echo "$r $p"; done | sort -rn | head -n {top_n})
-uids=
-set -- $top
-while [ $# -ge 2 ]; do
-  p=$2; shift 2
+set -- $(for p in [0-9]*; do read -r s r x 2>/dev/null < "$p/statm" && echo "$r $p"; done | sort -rn)
+n=0; uids=; files=
+while [ $# -ge 2 ] && [ $n -lt {top_n} ]; do
+  p=$2; shift 2; n=$((n+1))
   echo "$M proc $p"
-  while read -r k v x; do case $k in Name:|VmRSS:) echo "$k $v $x";; Uid:) echo "$k $v"; uids="$uids $v";; esac; done 2>/dev/null < "$p/status"
-  echo "$M cmdline $p"
-  head -c {cmd_max} "$p/cmdline" 2>/dev/null
-  echo
+  while read -r k v x; do case $k in Name:) printf '%s %s %s\n' "$k" "$v" "$x";; Uid:) echo "$k $v"; uids="$uids $v";; VmRSS:) printf '%s %s %s\n' "$k" "$v" "$x"; break;; esac; done 2>/dev/null < "$p/status"
+  files="$files $p/cmdline"
 done
+echo "$M cmdlines"
+[ -n "$files" ] && head -v -c {cmd_max} $files 2>/dev/null
+echo
 echo "$M passwd"
-[ -n "$uids" ] && while IFS=: read -r n x u r; do case " $uids " in *" $u "*) echo "$n:$u";; esac; done < /etc/passwd
+[ -n "$uids" ] && while IFS=: read -r n x u r; do case " $uids " in *" $u "*) printf '%s:%s\n' "$n" "$u";; esac; done < /etc/passwd
 echo "$M end"
 "#,
         cmd_max = CMDLINE_MAX,
@@ -76,10 +83,7 @@ pub struct Section<'a> {
 
 /// Split the output at marker lines. Bytes before the first marker (a login banner,
 /// a shell's complaint) are ignored. Fails when the `end` marker is missing.
-pub fn split_sections<'a>(
-    out: &'a [u8],
-    nonce: &str,
-) -> Result<Vec<Section<'a>>, super::parse::ParseError> {
+pub fn split_sections<'a>(out: &'a [u8], nonce: &str) -> Result<Vec<Section<'a>>, super::parse::ParseError> {
     let marker = format!("@@{nonce} ");
     let marker = marker.as_bytes();
     // Start offsets of marker lines.
@@ -96,24 +100,15 @@ pub fn split_sections<'a>(
     }
     let mut sections = Vec::with_capacity(starts.len());
     for (i, &start) in starts.iter().enumerate() {
-        let header_end = out[start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(out.len(), |p| start + p);
+        let header_end = out[start..].iter().position(|&b| b == b'\n').map_or(out.len(), |p| start + p);
         let header = &out[start + marker.len()..header_end];
         let (name, arg) = match header.iter().position(|&b| b == b' ') {
             Some(sp) => (&header[..sp], &header[sp + 1..]),
             None => (header, &header[header.len()..]),
         };
         let body_start = (header_end + 1).min(out.len());
-        let body_end = starts
-            .get(i + 1)
-            .map_or(out.len(), |&next| next.saturating_sub(1).max(body_start));
-        sections.push(Section {
-            name,
-            arg,
-            body: &out[body_start..body_end],
-        });
+        let body_end = starts.get(i + 1).map_or(out.len(), |&next| next.saturating_sub(1).max(body_start));
+        sections.push(Section { name, arg, body: &out[body_start..body_end] });
     }
     if sections.last().map(|s| s.name) != Some(b"end".as_slice()) {
         return Err(super::parse::ParseError::Malformed {
@@ -133,7 +128,7 @@ mod tests {
         let s = poll_script("abc123", 7, &["proc".into(), "tmpfs".into()]);
         assert!(s.contains("M='@@abc123'"));
         assert!(s.contains("case $t in proc|tmpfs) continue;; esac"));
-        assert!(s.contains("head -n 7"));
+        assert!(s.contains("[ $n -lt 7 ]"));
     }
 
     #[test]

@@ -33,14 +33,9 @@ struct HostKeyCheck {
 impl client::Handler for HostKeyCheck {
     type Error = russh::Error;
 
-    async fn check_server_key(
-        &mut self,
-        key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            self.report(CollectError::HostKeyCheck(
-                "host certificates are not supported; pin the host key".into(),
-            ));
+            self.report(CollectError::HostKeyCheck("host certificates are not supported; pin the host key".into()));
             return Ok(false);
         };
         let problem = match self.known_hosts.verify(&self.host, self.port, key) {
@@ -82,11 +77,7 @@ pub struct SshCollector {
 impl SshCollector {
     /// Fails only when the identity file cannot be loaded (config validation reports
     /// that earlier with the same words).
-    pub fn new(
-        target: SshTarget,
-        known_hosts: Arc<KnownHosts>,
-        backoff: Backoff,
-    ) -> Result<Self, String> {
+    pub fn new(target: SshTarget, known_hosts: Arc<KnownHosts>, backoff: Backoff) -> Result<Self, String> {
         let key = match &target.auth {
             SshAuth::Key(path) => Some(Arc::new(load_key(path)?)),
             SshAuth::Password(_) => None,
@@ -184,29 +175,14 @@ impl SshCollector {
         };
         let user = self.target.user.clone();
         let result = match (&self.target.auth, &self.key) {
-            (SshAuth::Password(pw), _) => {
-                handle
-                    .authenticate_password(user.clone(), pw.expose())
-                    .await
-            }
+            (SshAuth::Password(pw), _) => handle.authenticate_password(user.clone(), pw.expose()).await,
             (SshAuth::Key(_), Some(key)) => {
-                let hash = handle
-                    .best_supported_rsa_hash()
-                    .await
-                    .map_err(|e| CollectError::Ssh(e.to_string()))?
-                    .flatten();
-                handle
-                    .authenticate_publickey(
-                        user.clone(),
-                        PrivateKeyWithHashAlg::new(key.clone(), hash),
-                    )
-                    .await
+                let hash =
+                    handle.best_supported_rsa_hash().await.map_err(|e| CollectError::Ssh(e.to_string()))?.flatten();
+                handle.authenticate_publickey(user.clone(), PrivateKeyWithHashAlg::new(key.clone(), hash)).await
             }
             (SshAuth::Key(path), None) => {
-                return Err(CollectError::Ssh(format!(
-                    "identity {} not loaded",
-                    path.display()
-                )))
+                return Err(CollectError::Ssh(format!("identity {} not loaded", path.display())))
             }
         };
         match result {
@@ -217,10 +193,7 @@ impl SshCollector {
     }
 
     async fn run_script(&mut self, spec: &SampleSpec) -> Result<RawSample, CollectError> {
-        let session = self
-            .session
-            .as_ref()
-            .ok_or_else(|| CollectError::Ssh("no session".into()))?;
+        let session = self.session.as_ref().ok_or_else(|| CollectError::Ssh("no session".into()))?;
         let nonce = format!("{:016x}", rand::rng().random::<u64>());
         let text = script::poll_script(&nonce, spec.top_n, spec.fs_filter.excluded());
         let ssh_err = |e: russh::Error| CollectError::Ssh(e.to_string());
@@ -233,9 +206,7 @@ impl SshCollector {
         let mut received = 0usize;
         while let Some(msg) = channel.wait().await {
             match msg {
-                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }
-                    if received + data.len() > limit =>
-                {
+                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } if received + data.len() > limit => {
                     return Err(CollectError::OutputTooLarge { limit });
                 }
                 ChannelMsg::Data { data } => {
@@ -262,6 +233,5 @@ impl SshCollector {
 }
 
 fn load_key(path: &std::path::Path) -> Result<PrivateKey, String> {
-    russh::keys::load_secret_key(path, None)
-        .map_err(|e| format!("identity file {}: {e}", path.display()))
+    russh::keys::load_secret_key(path, None).map_err(|e| format!("identity file {}: {e}", path.display()))
 }

@@ -53,12 +53,7 @@ pub fn mask_url(url: &str) -> String {
     };
     let userinfo = &rest[..at];
     match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***@{}",
-            &url[..scheme_end + 3],
-            &userinfo[..colon],
-            &rest[at + 1..]
-        ),
+        Some(colon) => format!("{}{}:***@{}", &url[..scheme_end + 3], &userinfo[..colon], &rest[at + 1..]),
         None => url.to_string(),
     }
 }
@@ -67,21 +62,14 @@ pub fn mask_url(url: &str) -> String {
 pub fn parse_target(url: &str, identity: Option<PathBuf>) -> Result<Target, String> {
     let url = url.trim();
     if url.eq_ignore_ascii_case("local") {
-        return Ok(Target {
-            key: "local".into(),
-            kind: TargetKind::Local,
-        });
+        return Ok(Target { key: "local".into(), kind: TargetKind::Local });
     }
     let masked = mask_url(url);
     let bad = |why: &str| format!("target {masked:?}: {why}");
     let Some(rest) = url.strip_prefix("ssh://") else {
-        return Err(bad(
-            "unsupported scheme (expected \"ssh://user[:password]@host[:port]\" or \"local\")",
-        ));
+        return Err(bad("unsupported scheme (expected \"ssh://user[:password]@host[:port]\" or \"local\")"));
     };
-    let at = rest
-        .rfind('@')
-        .ok_or_else(|| bad("missing user (expected ssh://user@host)"))?;
+    let at = rest.rfind('@').ok_or_else(|| bad("missing user (expected ssh://user@host)"))?;
     let (userinfo, hostport) = (&rest[..at], rest[at + 1..].trim_end_matches('/'));
     let (user_raw, pass_raw) = match userinfo.find(':') {
         Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
@@ -98,27 +86,20 @@ pub fn parse_target(url: &str, identity: Option<PathBuf>) -> Result<Target, Stri
         return Err(bad("empty user"));
     }
     let (host, port) = split_host_port(hostport).map_err(|why| bad(&why))?;
-    let auth = match pass_raw {
-        Some(p) => {
-            let password = decode(p, "password")?;
-            if password.is_empty() {
-                return Err(bad("empty password"));
+    let auth =
+        match pass_raw {
+            Some(p) => {
+                let password = decode(p, "password")?;
+                if password.is_empty() {
+                    return Err(bad("empty password"));
+                }
+                SshAuth::Password(Secret::new(password))
             }
-            SshAuth::Password(Secret::new(password))
-        }
-        None => SshAuth::Key(identity.ok_or_else(|| {
-            bad("no password and no identity_file (set identity_file globally or for this target)")
-        })?),
-    };
-    Ok(Target {
-        key: masked,
-        kind: TargetKind::Ssh(SshTarget {
-            host,
-            port,
-            user,
-            auth,
-        }),
-    })
+            None => SshAuth::Key(identity.ok_or_else(|| {
+                bad("no password and no identity_file (set identity_file globally or for this target)")
+            })?),
+        };
+    Ok(Target { key: masked, kind: TargetKind::Ssh(SshTarget { host, port, user, auth }) })
 }
 
 fn split_host_port(hostport: &str) -> Result<(String, u16), String> {
@@ -131,8 +112,7 @@ fn split_host_port(hostport: &str) -> Result<(String, u16), String> {
             None => return Err(format!("unexpected {after:?} after IPv6 address")),
         };
         let host = &v6[..end];
-        host.parse::<std::net::Ipv6Addr>()
-            .map_err(|_| format!("{host:?} is not an IPv6 address"))?;
+        host.parse::<std::net::Ipv6Addr>().map_err(|_| format!("{host:?} is not an IPv6 address"))?;
         (host, port)
     } else {
         match hostport.rsplit_once(':') {
@@ -143,13 +123,8 @@ fn split_host_port(hostport: &str) -> Result<(String, u16), String> {
     if host.is_empty() {
         return Err("empty host".into());
     }
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
-    {
-        return Err(format!(
-            "host {host:?} has characters not allowed in a host name"
-        ));
+    if !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':')) {
+        return Err(format!("host {host:?} has characters not allowed in a host name"));
     }
     let port = match port {
         None => 22,
@@ -177,10 +152,7 @@ mod tests {
         let t = parse_target("ssh://scada:p%40ss%2Cw%3Ard@192.168.4.3:2222", None).unwrap();
         assert_eq!(t.key, "ssh://scada:***@192.168.4.3:2222");
         let s = ssh(&t);
-        assert_eq!(
-            (s.host.as_str(), s.port, s.user.as_str()),
-            ("192.168.4.3", 2222, "scada")
-        );
+        assert_eq!((s.host.as_str(), s.port, s.user.as_str()), ("192.168.4.3", 2222, "scada"));
         match &s.auth {
             SshAuth::Password(p) => assert_eq!(p.expose(), "p@ss,w:rd"),
             SshAuth::Key(_) => panic!("expected password"),
@@ -218,9 +190,7 @@ mod tests {
             assert!(!e.contains("hunter2"), "{e}");
             assert!(e.contains("***"), "{e}");
         }
-        assert!(parse_target("ftp://h", None)
-            .unwrap_err()
-            .contains("unsupported scheme"));
+        assert!(parse_target("ftp://h", None).unwrap_err().contains("unsupported scheme"));
         assert_eq!(parse_target("LOCAL", None).unwrap().key, "local");
     }
 

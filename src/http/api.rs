@@ -39,22 +39,14 @@ pub fn servers(state: &AppState) -> Response<Body> {
         })
         .unwrap_or_default();
     let total = servers.len();
-    let body =
-        serde_json::json!({ "success": true, "data": { "servers": servers, "total": total } });
+    let body = serde_json::json!({ "success": true, "data": { "servers": servers, "total": total } });
     json(StatusCode::OK, body.to_string())
 }
 
 pub fn health(state: &AppState) -> Response<Body> {
     let latest = state.hub.latest();
     let (online, total, round) = latest.snapshot.as_ref().map_or((0, 0, 0), |s| {
-        (
-            s.targets
-                .iter()
-                .filter(|t| t.status == crate::model::HostStatus::Online)
-                .count(),
-            s.targets.len(),
-            s.round,
-        )
+        (s.targets.iter().filter(|t| t.status == crate::model::HostStatus::Online).count(), s.targets.len(), s.round)
     });
     let body = serde_json::json!({
         "success": true,

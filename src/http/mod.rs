@@ -95,17 +95,12 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
         (&Method::GET, "/ws") => ws::handle_upgrade(req, &state),
         (&Method::GET, "/" | "/index.html") => page::index(),
         (&Method::GET, "/api/v1/health") => api::health(&state),
-        (&Method::GET, "/api/state" | "/api/v1/servers") if !authorized(&req, &state) => {
-            unauthorized()
-        }
+        (&Method::GET, "/api/state" | "/api/v1/servers") if !authorized(&req, &state) => unauthorized(),
         (&Method::GET, "/api/state") => api::state(&state),
         (&Method::GET, "/api/v1/servers") => api::servers(&state),
         (_, "/ws" | "/" | "/index.html" | "/api/v1/health" | "/api/state" | "/api/v1/servers") => {
             let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            r.headers_mut().insert(
-                hyper::header::ALLOW,
-                hyper::header::HeaderValue::from_static("GET"),
-            );
+            r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET"));
             r
         }
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
@@ -117,14 +112,8 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut().insert(
-        hyper::header::CACHE_CONTROL,
-        hyper::header::HeaderValue::from_static("no-store"),
-    );
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
     r
 }
 
@@ -135,10 +124,7 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
 
 pub fn unauthorized() -> Response<Body> {
     let mut r = json_error(StatusCode::UNAUTHORIZED, "missing or wrong token");
-    r.headers_mut().insert(
-        hyper::header::WWW_AUTHENTICATE,
-        hyper::header::HeaderValue::from_static("Bearer"),
-    );
+    r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
     r
 }
 
@@ -151,11 +137,7 @@ pub fn authorized<B>(req: &Request<B>, state: &AppState) -> bool {
     let from_query = req.uri().query().and_then(|q| {
         q.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=')?;
-            (k == "token").then(|| {
-                percent_encoding::percent_decode_str(v)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
+            (k == "token").then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
         })
     });
     let from_header = req

@@ -12,13 +12,12 @@ pub fn index() -> Response<Body> {
     let mut r = Response::new(Body::new(INDEX_HTML.into()));
     *r.status_mut() = StatusCode::OK;
     let h = r.headers_mut();
-    h.insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(
         hyper::header::CONTENT_SECURITY_POLICY,
-        hyper::header::HeaderValue::from_static("default-src 'self'; connect-src 'self' ws: wss:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"),
+        hyper::header::HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self' ws: wss:; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+        ),
     );
     r
 }

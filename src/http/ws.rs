@@ -43,12 +43,7 @@ pub fn handle_upgrade(mut req: Request<Incoming>, state: &AppState) -> Response<
     }
     let (response, websocket) = match hyper_tungstenite::upgrade(&mut req, Some(ws_config())) {
         Ok(r) => r,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("bad WebSocket upgrade: {e}"),
-            )
-        }
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("bad WebSocket upgrade: {e}")),
     };
     let hub = state.hub.clone();
     let shutdown = state.shutdown.clone();
@@ -80,11 +75,8 @@ async fn serve_client(
     shutdown: tokio_util::sync::CancellationToken,
     timings: WsTimings,
 ) {
-    let (ping_every, read_timeout, write_timeout) = (
-        timings.ping_interval(),
-        timings.read_timeout(),
-        timings.write_timeout(),
-    );
+    let (ping_every, read_timeout, write_timeout) =
+        (timings.ping_interval(), timings.read_timeout(), timings.write_timeout());
     let (latest, mut rx) = hub.subscribe();
     let end = async {
         if let Some(frame) = latest {
@@ -120,42 +112,26 @@ async fn serve_client(
     let Err(end) = end else { return };
     let close = match &end {
         End::Shutdown => Some((CloseCode::Away, "server shutting down")),
-        End::Silent => Some((
-            CloseCode::Normal,
-            "no frame or pong within the read timeout",
-        )),
+        End::Silent => Some((CloseCode::Normal, "no frame or pong within the read timeout")),
         End::TooBig => Some((CloseCode::Size, "client frames are limited to 512 bytes")),
         End::Lagged(_) => Some((CloseCode::Again, "too slow: fell behind the broadcast")),
         End::ClientClosed | End::WriteTimeout | End::Error(_) => None,
     };
     if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame))))
-            .await;
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
         // Give the client a moment to answer the close handshake.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Some(Ok(_)) = ws.next().await {}
-        })
-        .await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), async { while let Some(Ok(_)) = ws.next().await {} }).await;
     }
     match end {
-        End::Lagged(missed) => tracing::warn!(
-            missed,
-            "websocket client fell a whole ring behind; disconnected"
-        ),
+        End::Lagged(missed) => tracing::warn!(missed, "websocket client fell a whole ring behind; disconnected"),
         End::Error(e) => tracing::debug!(error = %e, "websocket client dropped"),
         other => tracing::debug!(reason = ?other, "websocket client disconnected"),
     }
 }
 
-async fn send(
-    ws: &mut HyperWebsocketStream,
-    write_timeout: Duration,
-    msg: Message,
-) -> Result<(), End> {
+async fn send(ws: &mut HyperWebsocketStream, write_timeout: Duration, msg: Message) -> Result<(), End> {
     match tokio::time::timeout(write_timeout, ws.send(msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => Err(End::ClientClosed),

@@ -21,10 +21,7 @@ fn config_file(text: &str) -> tempfile::NamedTempFile {
 /// Run the binary to completion; (exit code, stderr).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("SERVERS")
-        .env_remove("SERVER_PORT")
-        .env("MONSERV_LOG", "error");
+    cmd.args(args).env_remove("SERVERS").env_remove("SERVER_PORT").env("MONSERV_LOG", "error");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -40,35 +37,19 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 fn bad_configs_exit_78_with_one_line() {
     let cases = [
         ("surprise = true\n", "unknown field `surprise`"),
-        (
-            "targets = [\"telnet://root:hunter2@10.0.0.1\"]\n",
-            "unsupported scheme",
-        ),
-        (
-            "targets = [\"ssh://root:hunter2@10.0.0.1:99999\"]\n",
-            "port \"99999\"",
-        ),
-        (
-            "[thresholds]\nmemory_percent = 150\n",
-            "thresholds.memory_percent = 150",
-        ),
+        ("targets = [\"telnet://root:hunter2@10.0.0.1\"]\n", "unsupported scheme"),
+        ("targets = [\"ssh://root:hunter2@10.0.0.1:99999\"]\n", "port \"99999\""),
+        ("[thresholds]\nmemory_percent = 150\n", "thresholds.memory_percent = 150"),
         ("poll_interval_seconds = 0\n", "poll_interval_seconds = 0"),
         ("port = \"http\"\n", "line 1"),
         ("targets = [\"ssh://root@10.0.0.1\"]\n", "identity_file"),
-        (
-            "identity_file = \"/nonexistent/key\"\ntargets = [\"ssh://root@10.0.0.1\"]\n",
-            "/nonexistent/key",
-        ),
+        ("identity_file = \"/nonexistent/key\"\ntargets = [\"ssh://root@10.0.0.1\"]\n", "/nonexistent/key"),
     ];
     for (text, expect) in cases {
         let f = config_file(text);
         let (code, _, err) = run(&["--config", f.path().to_str().unwrap()], &[]);
         assert_eq!(code, 78, "{text:?}: {err}");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{text:?} should give one line: {err:?}"
-        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{text:?} should give one line: {err:?}");
         assert!(err.contains(expect), "{text:?}: {err}");
         assert!(!err.contains("hunter2"), "password leaked: {err}");
     }
@@ -76,15 +57,9 @@ fn bad_configs_exit_78_with_one_line() {
     assert_eq!(code, 78);
     assert!(err.contains("/nonexistent/monserv.toml"), "{err}");
     // Environment variables with the Go MonServ names are validated the same way.
-    let (code, _, err) = run(
-        &["--check-config"],
-        &[("SERVERS", "ssh://a:hunter2@h:0"), ("MONSERV_LOG", "error")],
-    );
+    let (code, _, err) = run(&["--check-config"], &[("SERVERS", "ssh://a:hunter2@h:0"), ("MONSERV_LOG", "error")]);
     assert_eq!(code, 78, "{err}");
-    assert!(
-        err.contains("ssh://a:***@h:0") && !err.contains("hunter2"),
-        "{err}"
-    );
+    assert!(err.contains("ssh://a:***@h:0") && !err.contains("hunter2"), "{err}");
     let (code, _, err) = run(&["--check-config"], &[("DISK_THRESHOLD_PERCENT", "-1")]);
     assert_eq!(code, 78);
     assert!(err.contains("DISK_THRESHOLD_PERCENT"), "{err}");
@@ -94,33 +69,21 @@ fn bad_configs_exit_78_with_one_line() {
 fn port_in_use_is_a_config_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let (code, _, err) = run(
-        &[],
-        &[("SERVER_PORT", &port), ("LISTEN_ADDRESS", "127.0.0.1")],
-    );
+    let (code, _, err) = run(&[], &[("SERVER_PORT", &port), ("LISTEN_ADDRESS", "127.0.0.1")]);
     assert_eq!(code, 78, "{err}");
-    assert!(
-        err.contains(&format!("127.0.0.1:{port} unavailable")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("127.0.0.1:{port} unavailable")), "{err}");
 }
 
 #[test]
 fn print_config_masks_secrets_and_shows_env() {
-    let f = config_file("auth_token = \"tok-very-secret\"\ntargets = [\"ssh://scada:hunter2@192.168.4.3:2222\", \"local\"]\n");
-    let (code, out, err) = run(
-        &["--config", f.path().to_str().unwrap(), "--print-config"],
-        &[("CPU_THRESHOLD_PERCENT", "66")],
+    let f = config_file(
+        "auth_token = \"tok-very-secret\"\ntargets = [\"ssh://scada:hunter2@192.168.4.3:2222\", \"local\"]\n",
     );
+    let (code, out, err) =
+        run(&["--config", f.path().to_str().unwrap(), "--print-config"], &[("CPU_THRESHOLD_PERCENT", "66")]);
     assert_eq!(code, 0, "{err}");
-    assert!(
-        !out.contains("hunter2") && !out.contains("tok-very-secret"),
-        "{out}"
-    );
-    assert!(
-        out.contains("\"ssh://scada:***@192.168.4.3:2222\""),
-        "{out}"
-    );
+    assert!(!out.contains("hunter2") && !out.contains("tok-very-secret"), "{out}");
+    assert!(out.contains("\"ssh://scada:***@192.168.4.3:2222\""), "{out}");
     assert!(out.contains("auth_token = \"***\""), "{out}");
     assert!(out.contains("cpu_percent = 66.0"), "{out}");
     assert!(out.contains("port = 18904"), "{out}");
@@ -143,32 +106,16 @@ async fn sigterm_closes_clients_and_exits_zero() {
     let (mut ws, _) = loop {
         match tokio_tungstenite::connect_async(&url).await {
             Ok(c) => break c,
-            Err(_) if start.elapsed() < Duration::from_secs(10) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
+            Err(_) if start.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(e) => panic!("daemon did not come up: {e}"),
         }
     };
-    let first = tokio::time::timeout(Duration::from_secs(5), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(first, Message::Text(ref t) if t.contains("\"metrics_update\"")),
-        "{first:?}"
-    );
+    let first = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(first, Message::Text(ref t) if t.contains("\"metrics_update\"")), "{first:?}");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let close = loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("no close frame after SIGTERM")
-        {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("no close frame after SIGTERM") {
             Some(Ok(Message::Close(f))) => break f.expect("close code"),
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
@@ -180,10 +127,7 @@ async fn sigterm_closes_clients_and_exits_zero() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(5),
-            "monserv did not exit within 5 s of SIGTERM"
-        );
+        assert!(signalled.elapsed() < Duration::from_secs(5), "monserv did not exit within 5 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));

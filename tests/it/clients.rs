@@ -21,10 +21,7 @@ fn clients_dir() -> PathBuf {
 /// The seed file with only its URL pointed at the test daemon.
 fn seed_copy(name: &str, url: &str, dir: &tempfile::TempDir) -> PathBuf {
     let text = std::fs::read_to_string(clients_dir().join(name)).unwrap();
-    assert!(
-        text.contains(SEED_URL),
-        "{name} no longer holds the seed URL"
-    );
+    assert!(text.contains(SEED_URL), "{name} no longer holds the seed URL");
     let path = dir.path().join(name);
     std::fs::write(&path, text.replace(SEED_URL, url)).unwrap();
     path
@@ -67,10 +64,7 @@ impl Lines {
                 Err(_) => break,
             }
         }
-        panic!(
-            "no matching line within {timeout:?}; saw {seen:#?}; exit: {:?}",
-            self.child.try_wait()
-        );
+        panic!("no matching line within {timeout:?}; saw {seen:#?}; exit: {:?}", self.child.try_wait());
     }
 }
 
@@ -84,15 +78,10 @@ impl Drop for Lines {
 async fn daemon_with_two_hosts() -> (Sshd, BusyBoxHost, TestDaemon) {
     let sshd = Sshd::start();
     let bb = BusyBoxHost::start("bb-plc-03");
-    let d = TestDaemon::start(
-        &[sshd.url_password(), bb.url()],
-        "poll_interval_seconds = 1",
-    )
-    .await;
+    let d = TestDaemon::start(&[sshd.url_password(), bb.url()], "poll_interval_seconds = 1").await;
     let mut ws = d.connect().await;
     support::wait_metrics(&mut ws, Duration::from_secs(20), |d| {
-        d.as_object()
-            .is_some_and(|o| o.values().all(|m| m["status"] == "online"))
+        d.as_object().is_some_and(|o| o.values().all(|m| m["status"] == "online"))
     })
     .await;
     (sshd, bb, d)
@@ -114,16 +103,10 @@ async fn seed_python_client() {
     let script = seed_copy("seed_client.py", &d.ws_url(), &dir);
     let mut lines = Lines::spawn(Command::new("python3").arg("-u").arg(&script));
     lines.wait_for(Duration::from_secs(20), |l| l == "Connected to WebSocket");
-    lines.wait_for(Duration::from_secs(10), |l| {
-        l == "Metrics update: 2 servers"
-    });
-    lines.wait_for(Duration::from_secs(10), |l| {
-        l == "Metrics update: 2 servers"
-    });
+    lines.wait_for(Duration::from_secs(10), |l| l == "Metrics update: 2 servers");
+    lines.wait_for(Duration::from_secs(10), |l| l == "Metrics update: 2 servers");
     alert(&d, "[ALERT] bb-plc-03 memory high");
-    lines.wait_for(Duration::from_secs(10), |l| {
-        l == "Alert: [ALERT] bb-plc-03 memory high"
-    });
+    lines.wait_for(Duration::from_secs(10), |l| l == "Alert: [ALERT] bb-plc-03 memory high");
     drop(lines);
     assert!(d.shutdown().await);
 }
@@ -133,19 +116,12 @@ async fn seed_node_client() {
     let (_sshd, _bb, d) = daemon_with_two_hosts().await;
     let dir = tempfile::tempdir().unwrap();
     let script = seed_copy("seed_client.js", &d.ws_url(), &dir);
-    let mut lines = Lines::spawn(
-        Command::new("node")
-            .arg(&script)
-            .env("NODE_PATH", clients_dir().join("node_modules")),
-    );
+    let mut lines =
+        Lines::spawn(Command::new("node").arg(&script).env("NODE_PATH", clients_dir().join("node_modules")));
     lines.wait_for(Duration::from_secs(20), |l| l == "Connected to WebSocket");
-    lines.wait_for(Duration::from_secs(10), |l| {
-        l == "Metrics update: 2 servers"
-    });
+    lines.wait_for(Duration::from_secs(10), |l| l == "Metrics update: 2 servers");
     alert(&d, "[ALERT] scadanas disk / high");
-    lines.wait_for(Duration::from_secs(10), |l| {
-        l == "Alert: [ALERT] scadanas disk / high"
-    });
+    lines.wait_for(Duration::from_secs(10), |l| l == "Alert: [ALERT] scadanas disk / high");
     drop(lines);
     assert!(d.shutdown().await);
 }
@@ -167,26 +143,12 @@ async fn seed_browser_page_in_chromium() {
     let mut b = browser("seed", &format!("file://{}", page.display()));
     let line = b.wait_for(Duration::from_secs(60), |l| l.contains("\"metrics\""));
     let v: Value = serde_json::from_str(&line).unwrap();
-    let mut names: Vec<String> = v["names"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap().to_string())
-        .collect();
+    let mut names: Vec<String> =
+        v["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
     names.sort();
-    assert_eq!(
-        names,
-        vec!["bb-plc-03".to_string(), support::machine_hostname()]
-    );
+    assert_eq!(names, vec!["bb-plc-03".to_string(), support::machine_hostname()]);
     assert_eq!(v["status"], "Connected");
-    assert!(
-        v["extra"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p.as_str().unwrap().starts_with("Memory: ")),
-        "{v}"
-    );
+    assert!(v["extra"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().starts_with("Memory: ")), "{v}");
     assert_eq!(v["errors"], serde_json::json!([]));
     alert(&d, "[ALERT] bb-plc-03 CPU high");
     let line = b.wait_for(Duration::from_secs(20), |l| l.contains("\"alert\""));
@@ -202,22 +164,12 @@ async fn builtin_page_in_chromium() {
     let mut b = browser("builtin", &d.http_url("/"));
     let line = b.wait_for(Duration::from_secs(60), |l| l.contains("\"metrics\""));
     let v: Value = serde_json::from_str(&line).unwrap();
-    let mut names: Vec<String> = v["names"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap().to_string())
-        .collect();
+    let mut names: Vec<String> =
+        v["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
     names.sort();
-    assert_eq!(
-        names,
-        vec!["bb-plc-03".to_string(), support::machine_hostname()]
-    );
+    assert_eq!(names, vec!["bb-plc-03".to_string(), support::machine_hostname()]);
     assert_eq!(v["status"], "Connected");
-    assert!(
-        v["extra"].as_u64().unwrap() >= 4,
-        "process tables should have rows: {v}"
-    );
+    assert!(v["extra"].as_u64().unwrap() >= 4, "process tables should have rows: {v}");
     assert_eq!(v["errors"], serde_json::json!([]));
     // Untrusted text is shown as text, never parsed as HTML.
     alert(&d, "<img src=x onerror=alert(1)>");

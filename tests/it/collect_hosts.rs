@@ -8,41 +8,26 @@ use serde_json::Value;
 use crate::support::{self, fixtures, BusyBoxHost, Sshd, TestDaemon};
 
 fn host<'a>(data: &'a Value, key: &str) -> &'a Value {
-    data.get(key).unwrap_or_else(|| {
-        panic!(
-            "no key {key:?} in {:?}",
-            data.as_object().map(|o| o.keys().collect::<Vec<_>>())
-        )
-    })
+    data.get(key)
+        .unwrap_or_else(|| panic!("no key {key:?} in {:?}", data.as_object().map(|o| o.keys().collect::<Vec<_>>())))
 }
 
 fn all_online(data: &Value) -> bool {
-    data.as_object()
-        .is_some_and(|o| o.values().all(|m| m["status"] == "online"))
+    data.as_object().is_some_and(|o| o.values().all(|m| m["status"] == "online"))
 }
 
 fn assert_procs_sorted_with_users(m: &Value, valid_users: &[&str]) {
     let procs = m["topProcsByMem"].as_array().unwrap();
     assert!(!procs.is_empty(), "no processes: {m:#}");
     assert!(procs.len() <= 5);
-    let rss: Vec<u64> = procs
-        .iter()
-        .map(|p| p["rssBytes"].as_u64().unwrap())
-        .collect();
-    assert!(
-        rss.windows(2).all(|w| w[0] >= w[1]),
-        "not sorted by RSS: {rss:?}"
-    );
+    let rss: Vec<u64> = procs.iter().map(|p| p["rssBytes"].as_u64().unwrap()).collect();
+    assert!(rss.windows(2).all(|w| w[0] >= w[1]), "not sorted by RSS: {rss:?}");
     for p in procs {
         let user = p["username"].as_str().unwrap();
-        assert!(
-            valid_users.contains(&user),
-            "unexpected username {user:?} in {p}"
-        );
+        assert!(valid_users.contains(&user), "unexpected username {user:?} in {p}");
         assert!(p["rssBytes"].as_u64().unwrap() > 0);
         let pct = p["percentRAM"].as_f64().unwrap();
-        let expect =
-            p["rssBytes"].as_f64().unwrap() / m["memory"]["total"].as_f64().unwrap() * 100.0;
+        let expect = p["rssBytes"].as_f64().unwrap() / m["memory"]["total"].as_f64().unwrap() * 100.0;
         assert!((pct - expect).abs() < 0.01, "{pct} vs {expect}");
     }
 }
@@ -51,21 +36,12 @@ fn assert_procs_sorted_with_users(m: &Value, valid_users: &[&str]) {
 async fn ssh_busybox_and_local_report_real_values() {
     let sshd = Sshd::start();
     let bb = BusyBoxHost::start("bb-plc-01");
-    let targets = vec![
-        sshd.url_password(),
-        sshd.url_key(),
-        bb.url(),
-        "local".to_string(),
-    ];
+    let targets = vec![sshd.url_password(), sshd.url_key(), bb.url(), "local".to_string()];
     let d = TestDaemon::start(&targets, "poll_interval_seconds = 1").await;
     let mut ws = d.connect().await;
     let data = support::wait_metrics(&mut ws, Duration::from_secs(20), all_online).await;
 
-    let pw_key = format!(
-        "ssh://{}:***@127.0.0.1:{}",
-        support::fixtures::PW_USER,
-        sshd.port
-    );
+    let pw_key = format!("ssh://{}:***@127.0.0.1:{}", support::fixtures::PW_USER, sshd.port);
     let mut keys: Vec<&String> = data.as_object().unwrap().keys().collect();
     keys.sort();
     let bb_key = format!("ssh://scada:***@127.0.0.1:{}", bb.port);
@@ -96,8 +72,7 @@ async fn ssh_busybox_and_local_report_real_values() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|d| !["proc", "sysfs", "tmpfs", "devtmpfs", "cgroup2"]
-                .contains(&d["fstype"].as_str().unwrap())));
+            .all(|d| !["proc", "sysfs", "tmpfs", "devtmpfs", "cgroup2"].contains(&d["fstype"].as_str().unwrap())));
         assert!(m["cpu"]["cores"].as_u64().unwrap() >= 1);
         assert_procs_sorted_with_users(
             m,
@@ -127,25 +102,14 @@ async fn ssh_busybox_and_local_report_real_values() {
         .iter()
         .find(|d| d["mountpoint"] == "/")
         .unwrap_or_else(|| panic!("no / in {m:#}"));
-    assert_eq!(
-        root["fstype"],
-        support::fstype_of(&fixtures().bb_root.display().to_string())
-    );
+    assert_eq!(root["fstype"], support::fstype_of(&fixtures().bb_root.display().to_string()));
     assert_procs_sorted_with_users(m, &["root", "scada"]);
     let procs = m["topProcsByMem"].as_array().unwrap();
-    let init = procs
-        .iter()
-        .find(|p| p["pid"] == 1)
-        .unwrap_or_else(|| panic!("pid 1 (dropbear) not in top list: {procs:#?}"));
+    let init =
+        procs.iter().find(|p| p["pid"] == 1).unwrap_or_else(|| panic!("pid 1 (dropbear) not in top list: {procs:#?}"));
     assert_eq!(init["name"], "dropbear");
     assert_eq!(init["username"], "root");
-    assert!(
-        init["cmdline"]
-            .as_str()
-            .unwrap()
-            .starts_with("/usr/sbin/dropbear -F -E -p 127.0.0.1:"),
-        "{init}"
-    );
+    assert!(init["cmdline"].as_str().unwrap().starts_with("/usr/sbin/dropbear -F -E -p 127.0.0.1:"), "{init}");
     assert!(
         procs.iter().all(|p| p["pid"].as_u64().unwrap() < 100),
         "PIDs should be from the host's own namespace: {procs:#?}"
@@ -168,10 +132,6 @@ async fn one_ssh_connection_serves_many_polls() {
     for _ in 0..8 {
         support::wait_metrics(&mut ws, Duration::from_secs(10), all_online).await;
     }
-    assert_eq!(
-        sshd.accepted_logins(support::fixtures::PW_USER),
-        1,
-        "expected one persistent session"
-    );
+    assert_eq!(sshd.accepted_logins(support::fixtures::PW_USER), 1, "expected one persistent session");
     assert!(d.shutdown().await);
 }

@@ -35,11 +35,7 @@ fn assert_type(v: &Value, path: &str, check: fn(&Value) -> bool, what: &str) {
 async fn snapshot_on_connect_with_protocol_fields_and_masked_keys() {
     let sshd = Sshd::start();
     // A long interval: the only message a new client can get at once is the snapshot.
-    let d = TestDaemon::start(
-        &[sshd.url_password(), "local".into()],
-        "poll_interval_seconds = 60",
-    )
-    .await;
+    let d = TestDaemon::start(&[sshd.url_password(), "local".into()], "poll_interval_seconds = 60").await;
     wait_first_round(&d).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(d.ws_url()).await.unwrap();
     let raw = tokio::time::timeout(Duration::from_secs(2), ws.next())
@@ -47,9 +43,7 @@ async fn snapshot_on_connect_with_protocol_fields_and_masked_keys() {
         .expect("no snapshot on connect")
         .unwrap()
         .unwrap();
-    let Message::Text(text) = raw else {
-        panic!("expected a text frame, got {raw:?}")
-    };
+    let Message::Text(text) = raw else { panic!("expected a text frame, got {raw:?}") };
     assert!(
         !text.contains(fixtures::PASSWORD) && !text.contains(fixtures::PASSWORD_ENCODED),
         "password leaked: {text}"
@@ -97,19 +91,14 @@ async fn snapshot_on_connect_with_protocol_fields_and_masked_keys() {
             assert_type(p, "percentRAM", n, "number");
         }
         let ts = m["generatedAtUtc"].as_str().unwrap();
-        assert!(
-            ts.ends_with('Z') && ts.len() == 20 && &ts[10..11] == "T",
-            "{ts}"
-        );
+        assert!(ts.ends_with('Z') && ts.len() == 20 && &ts[10..11] == "T", "{ts}");
         assert_type(m, "cpu.cores", u, "integer");
         assert_type(m, "cpu.usedPercent", n, "number");
         assert_type(m, "cpu.modelName", s, "string");
     }
     // A second client gets the same snapshot bytes.
     let mut ws2 = d.connect().await;
-    let Message::Text(text2) = ws2.next().await.unwrap().unwrap() else {
-        panic!()
-    };
+    let Message::Text(text2) = ws2.next().await.unwrap().unwrap() else { panic!() };
     assert_eq!(text, text2);
     assert!(d.shutdown().await);
 }
@@ -127,10 +116,7 @@ async fn silent_client_is_closed_and_responsive_client_stays() {
     let start = Instant::now();
     let mut pings = 0;
     while start.elapsed() < Duration::from_secs(3) {
-        match tokio::time::timeout(Duration::from_secs(2), live.next())
-            .await
-            .unwrap()
-        {
+        match tokio::time::timeout(Duration::from_secs(2), live.next()).await.unwrap() {
             Some(Ok(Message::Ping(_))) => pings += 1,
             Some(Ok(Message::Text(_))) => {}
             other => panic!("live client lost its connection: {other:?}"),
@@ -144,10 +130,7 @@ async fn silent_client_is_closed_and_responsive_client_stays() {
         .expect("server did not close")
         .unwrap();
     let frames = server_frames(&bytes);
-    assert!(
-        frames.iter().any(|(op, _)| *op == 0x9),
-        "no ping before the close"
-    );
+    assert!(frames.iter().any(|(op, _)| *op == 0x9), "no ping before the close");
     let (op, payload) = frames.last().unwrap();
     assert_eq!(*op, 0x8, "last frame should be a close frame");
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1000);
@@ -160,18 +143,11 @@ async fn client_frame_over_512_bytes_closes_with_1009() {
     let d = TestDaemon::start(&["local".into()], "poll_interval_seconds = 0.5").await;
     let mut ws = d.connect().await;
     // 512 bytes is allowed and ignored.
-    ws.send(Message::Text("x".repeat(512).into()))
-        .await
-        .unwrap();
+    ws.send(Message::Text("x".repeat(512).into())).await.unwrap();
     support::wait_metrics(&mut ws, Duration::from_secs(5), |_| true).await;
-    ws.send(Message::Text("x".repeat(600).into()))
-        .await
-        .unwrap();
+    ws.send(Message::Text("x".repeat(600).into())).await.unwrap();
     let close = loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-        {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
             Some(Ok(Message::Close(f))) => break f.expect("close frame has a code"),
             Some(Ok(_)) => continue,
             other => panic!("expected close 1009, got {other:?}"),
@@ -188,10 +164,7 @@ fn server_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
         let op = b[0] & 0x0f;
         let (len, head) = match b[1] & 0x7f {
             126 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-            127 => (
-                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
+            127 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
             n => (n as usize, 2),
         };
         if b.len() < head + len {
@@ -221,21 +194,15 @@ async fn raw_client(addr: std::net::SocketAddr, recv_buffer: Option<u32>) -> tok
         s.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_client_never_delays_a_live_one() {
-    let d = TestDaemon::start(
-        &["local".into()],
-        "poll_interval_seconds = 30\n[websocket]\nwrite_timeout_seconds = 1.0",
-    )
-    .await;
+    let d =
+        TestDaemon::start(&["local".into()], "poll_interval_seconds = 30\n[websocket]\nwrite_timeout_seconds = 1.0")
+            .await;
     wait_first_round(&d).await;
     let _stalled = raw_client(d.addr, Some(4096)).await;
     let mut live = d.connect().await;
@@ -256,11 +223,7 @@ async fn stalled_client_never_delays_a_live_one() {
         (got, start.elapsed())
     });
     for i in 0..40 {
-        let alert = monserv::model::AlertMessage::new(
-            monserv::model::AlertKind::Alert,
-            format!("a{i}"),
-            big.clone(),
-        );
+        let alert = monserv::model::AlertMessage::new(monserv::model::AlertKind::Alert, format!("a{i}"), big.clone());
         d.hub().publish_alert(&alert);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

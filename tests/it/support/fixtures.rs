@@ -45,8 +45,7 @@ pub fn fixtures() -> &'static Fixtures {
         };
         fs::create_dir_all(&f.dir).expect("create fixture dir");
         let lock = fs::File::create("/tmp/monserv-it.lock").expect("lock file");
-        let _guard =
-            nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).expect("flock");
+        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).expect("flock");
         if !f.dir.join(STAMP).exists() {
             build(&f);
             fs::write(f.dir.join(STAMP), b"ok").expect("stamp");
@@ -56,14 +55,8 @@ pub fn fixtures() -> &'static Fixtures {
 }
 
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -75,36 +68,27 @@ fn write_exec(path: &Path, text: &str) {
 fn keygen(path: &Path) {
     let _ = fs::remove_file(path);
     let _ = fs::remove_file(path.with_extension("pub"));
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "monserv-test", "-f"])
-        .arg(path));
+    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "monserv-test", "-f"]).arg(path));
 }
 
 fn build(f: &Fixtures) {
     fs::set_permissions(&f.dir, fs::Permissions::from_mode(0o755)).unwrap();
     // Hostile login shells: sshd runs `shell -c <script>`, they ignore it.
     let garbage = f.dir.join("garbage-shell");
-    write_exec(&garbage, "#!/bin/sh\nprintf 'MemTotal: lots\\n\\377\\376garbage\\n@@0123 end\\n'\nhead -c 3000 /dev/urandom\n");
+    write_exec(
+        &garbage,
+        "#!/bin/sh\nprintf 'MemTotal: lots\\n\\377\\376garbage\\n@@0123 end\\n'\nhead -c 3000 /dev/urandom\n",
+    );
     let flood = f.dir.join("flood-shell");
     write_exec(&flood, "#!/bin/sh\nexec head -c 100000000 /dev/zero\n");
-    for (user, shell) in [
-        (PW_USER, "/bin/sh".into()),
-        (KEY_USER, "/bin/sh".into()),
-        (GARBAGE_USER, garbage),
-        (FLOOD_USER, flood),
-    ] {
-        let exists = Command::new("id")
-            .arg(user)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
+    for (user, shell) in
+        [(PW_USER, "/bin/sh".into()), (KEY_USER, "/bin/sh".into()), (GARBAGE_USER, garbage), (FLOOD_USER, flood)]
+    {
+        let exists = Command::new("id").arg(user).output().map(|o| o.status.success()).unwrap_or(false);
         if exists {
             run(Command::new("usermod").arg("-s").arg(&shell).arg(user));
         } else {
-            run(Command::new("useradd")
-                .args(["-M", "-d", "/nonexistent", "-s"])
-                .arg(&shell)
-                .arg(user));
+            run(Command::new("useradd").args(["-M", "-d", "/nonexistent", "-s"]).arg(&shell).arg(user));
         }
     }
     let mut chpasswd = Command::new("chpasswd");
@@ -134,61 +118,35 @@ fn build(f: &Fixtures) {
 /// dropbear links against: a BusyBox-only host.
 fn build_busybox_root(root: &Path) {
     let _ = fs::remove_dir_all(root);
-    for d in [
-        "bin",
-        "usr/sbin",
-        "etc/dropbear",
-        "proc",
-        "dev",
-        "tmp",
-        "root",
-        "home/scada",
-        "var/run",
-    ] {
+    for d in ["bin", "usr/sbin", "etc/dropbear", "proc", "dev", "tmp", "root", "home/scada", "var/run"] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-    let busybox = run(Command::new("sh").args(["-c", "command -v busybox"]))
-        .trim()
-        .to_string();
+    let busybox = run(Command::new("sh").args(["-c", "command -v busybox"])).trim().to_string();
     fs::copy(&busybox, root.join("bin/busybox")).unwrap();
     let applets = run(Command::new(&busybox).arg("--list"));
-    for applet in applets
-        .lines()
-        .map(str::trim)
-        .filter(|a| !a.is_empty() && *a != "busybox")
-    {
+    for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
         let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
     }
     fs::copy("/usr/sbin/dropbear", root.join("usr/sbin/dropbear")).unwrap();
-    for lib in run(Command::new("ldd").arg("/usr/sbin/dropbear"))
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-    {
+    for lib in run(Command::new("ldd").arg("/usr/sbin/dropbear")).split_whitespace().filter(|w| w.starts_with('/')) {
         let dest = root.join(lib.trim_start_matches('/'));
         fs::create_dir_all(dest.parent().unwrap()).unwrap();
         fs::copy(lib, &dest).unwrap();
     }
-    let hash = run(Command::new("openssl").args(["passwd", "-6", BB_PASSWORD]))
-        .trim()
-        .to_string();
-    fs::write(root.join("etc/passwd"), format!("root:x:0:0:root:/root:/bin/sh\n{BB_USER}:x:1000:1000:SCADA operator:/home/scada:/bin/sh\n")).unwrap();
+    let hash = run(Command::new("openssl").args(["passwd", "-6", BB_PASSWORD])).trim().to_string();
     fs::write(
-        root.join("etc/shadow"),
-        format!("root:*:19000:0:99999:7:::\n{BB_USER}:{hash}:19000:0:99999:7:::\n"),
+        root.join("etc/passwd"),
+        format!("root:x:0:0:root:/root:/bin/sh\n{BB_USER}:x:1000:1000:SCADA operator:/home/scada:/bin/sh\n"),
     )
     .unwrap();
+    fs::write(root.join("etc/shadow"), format!("root:*:19000:0:99999:7:::\n{BB_USER}:{hash}:19000:0:99999:7:::\n"))
+        .unwrap();
     fs::set_permissions(root.join("etc/shadow"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::write(root.join("etc/group"), "root:x:0:\nscada:x:1000:\n").unwrap();
     fs::write(root.join("etc/shells"), "/bin/sh\n").unwrap();
-    fs::write(
-        root.join("etc/nsswitch.conf"),
-        "passwd: files\ngroup: files\nshadow: files\n",
-    )
-    .unwrap();
-    run(Command::new("chown")
-        .args(["1000:1000"])
-        .arg(root.join("home/scada")));
+    fs::write(root.join("etc/nsswitch.conf"), "passwd: files\ngroup: files\nshadow: files\n").unwrap();
+    run(Command::new("chown").args(["1000:1000"]).arg(root.join("home/scada")));
     run(Command::new("dropbearkey")
         .args(["-t", "ed25519", "-f"])
         .arg(root.join("etc/dropbear/dropbear_ed25519_host_key")));

@@ -12,11 +12,7 @@ use std::time::{Duration, Instant};
 use super::fixtures::{self, fixtures};
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
@@ -68,27 +64,14 @@ impl Sshd {
             ),
         )
         .unwrap();
-        let mut s = Sshd {
-            port,
-            log,
-            child: None,
-            host_key,
-            config,
-        };
+        let mut s = Sshd { port, log, child: None, host_key, config };
         s.spawn();
         s
     }
 
     fn spawn(&mut self) {
         let mut child = Command::new("unshare")
-            .args([
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "/usr/sbin/sshd",
-                "-D",
-                "-f",
-            ])
+            .args(["--pid", "--fork", "--kill-child", "/usr/sbin/sshd", "-D", "-f"])
             .arg(&self.config)
             .arg("-E")
             .arg(&self.log)
@@ -116,30 +99,25 @@ impl Sshd {
         self.kill();
         let _ = &self.host_key;
         let text = fs::read_to_string(&self.config).unwrap();
-        let text = text.replace(
-            &format!("HostKey {}", self.host_key.display()),
-            &format!("HostKey {}", key.display()),
-        );
+        let text = text.replace(&format!("HostKey {}", self.host_key.display()), &format!("HostKey {}", key.display()));
         fs::write(&self.config, text).unwrap();
         self.host_key = key;
         self.spawn();
     }
 
+    /// PID of the `unshare` process that holds this host's PID namespace.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// How many logins sshd accepted for `user` (one per SSH connection).
     pub fn accepted_logins(&self, user: &str) -> usize {
         let log = fs::read_to_string(&self.log).unwrap_or_default();
-        log.lines()
-            .filter(|l| l.contains("Accepted") && l.contains(&format!(" for {user} ")))
-            .count()
+        log.lines().filter(|l| l.contains("Accepted") && l.contains(&format!(" for {user} "))).count()
     }
 
     pub fn url_password(&self) -> String {
-        format!(
-            "ssh://{}:{}@127.0.0.1:{}",
-            fixtures::PW_USER,
-            fixtures::PASSWORD_ENCODED,
-            self.port
-        )
+        format!("ssh://{}:{}@127.0.0.1:{}", fixtures::PW_USER, fixtures::PASSWORD_ENCODED, self.port)
     }
 
     pub fn url_key(&self) -> String {
@@ -147,11 +125,7 @@ impl Sshd {
     }
 
     pub fn url_user(&self, user: &str) -> String {
-        format!(
-            "ssh://{user}:{}@127.0.0.1:{}",
-            fixtures::PASSWORD_ENCODED,
-            self.port
-        )
+        format!("ssh://{user}:{}@127.0.0.1:{}", fixtures::PASSWORD_ENCODED, self.port)
     }
 }
 
@@ -171,11 +145,7 @@ pub struct BusyBoxHost {
 
 impl BusyBoxHost {
     pub fn start(hostname: &str) -> BusyBoxHost {
-        let mut h = BusyBoxHost {
-            port: free_port(),
-            hostname: hostname.into(),
-            child: None,
-        };
+        let mut h = BusyBoxHost { port: free_port(), hostname: hostname.into(), child: None };
         h.spawn();
         h
     }
@@ -190,16 +160,7 @@ impl BusyBoxHost {
             port = self.port
         );
         let mut child = Command::new("unshare")
-            .args([
-                "--uts",
-                "--pid",
-                "--mount",
-                "--fork",
-                "--kill-child",
-                "sh",
-                "-c",
-                &script,
-            ])
+            .args(["--uts", "--pid", "--mount", "--fork", "--kill-child", "sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -222,12 +183,7 @@ impl BusyBoxHost {
     }
 
     pub fn url(&self) -> String {
-        format!(
-            "ssh://{}:{}@127.0.0.1:{}",
-            fixtures::BB_USER,
-            fixtures::BB_PASSWORD,
-            self.port
-        )
+        format!("ssh://{}:{}@127.0.0.1:{}", fixtures::BB_USER, fixtures::BB_PASSWORD, self.port)
     }
 }
 

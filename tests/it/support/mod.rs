@@ -1,7 +1,7 @@
 //! Test support: real peers (hosts in `hosts`, machine fixtures in `fixtures`), the
 //! daemon started in-process on 127.0.0.1:0, and WebSocket helpers.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod fixtures;
 pub mod hosts;
@@ -35,11 +35,7 @@ impl TestDaemon {
         let config = monserv::config::Config::from_toml(&toml, &[("_", "_")])
             .unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
         let daemon = monserv::Daemon::start(config).await.expect("daemon start");
-        TestDaemon {
-            addr: daemon.local_addr(),
-            daemon: Some(daemon),
-            state_dir,
-        }
+        TestDaemon { addr: daemon.local_addr(), daemon: Some(daemon), state_dir }
     }
 
     pub fn toml(targets: &[String], extra: &str, state_dir: &std::path::Path) -> String {
@@ -65,18 +61,12 @@ impl TestDaemon {
     }
 
     pub async fn connect(&self) -> Ws {
-        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url())
-            .await
-            .expect("ws connect");
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url()).await.expect("ws connect");
         ws
     }
 
     pub async fn shutdown(mut self) -> bool {
-        self.daemon
-            .take()
-            .unwrap()
-            .shutdown(Duration::from_secs(5))
-            .await
+        self.daemon.take().unwrap().shutdown(Duration::from_secs(5)).await
     }
 }
 
@@ -85,13 +75,10 @@ pub async fn next_json(ws: &mut Ws, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, ws.next())
-            .await
-            .expect("timed out waiting for a message");
+        let msg = tokio::time::timeout(left, ws.next()).await.expect("timed out waiting for a message");
         match msg {
             Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(&t)
-                    .unwrap_or_else(|e| panic!("frame is not one JSON value ({e}): {t}"))
+                return serde_json::from_str(&t).unwrap_or_else(|e| panic!("frame is not one JSON value ({e}): {t}"))
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("unexpected websocket event: {other:?}"),
@@ -105,9 +92,7 @@ pub async fn wait_metrics(ws: &mut Ws, timeout: Duration, pred: impl Fn(&Value) 
     let mut last = Value::Null;
     while Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(msg) =
-            tokio::time::timeout(left, next_json(ws, left + Duration::from_millis(10))).await
-        else {
+        let Ok(msg) = tokio::time::timeout(left, next_json(ws, left + Duration::from_millis(10))).await else {
             break;
         };
         if msg["type"] == "metrics_update" {
@@ -126,12 +111,7 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
     http_request(addr, "GET", path, headers).await
 }
 
-pub async fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -141,20 +121,10 @@ pub async fn http_request(
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .expect("http timeout")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.expect("http timeout").unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
 
@@ -162,19 +132,11 @@ pub async fn http_request(
 pub fn machine_mem_total() -> u64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap();
     let line = text.lines().find(|l| l.starts_with("MemTotal:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 pub fn machine_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .to_string()
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string()
 }
 
 /// fstype of the mount that holds `path` (longest matching mountpoint).

@@ -1,0 +1,259 @@
+//! The benchmark command behind BENCHMARKS.md. Needs root (it starts a real sshd
+//! with the test fixtures, like the test suite) and a release build:
+//!
+//! ```sh
+//! cargo build --release --bins --examples
+//! target/release/examples/bench fanout 100 1000   # snapshot-ready -> frame-received latency
+//! target/release/examples/bench idle-rss 1000     # RSS per idle connected client (real binary)
+//! target/release/examples/bench poll 1 50         # wall and CPU per host per poll, both sides
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use monserv::collect::sample::build_metrics;
+use monserv::collect::{backoff::Backoff, known_hosts, ssh::SshCollector, FsFilter, SampleSpec};
+use monserv::config::{parse_target, TargetKind};
+
+const ROUNDS: usize = 50;
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{setrlimit, Resource};
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, 65536, 65536);
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    raise_fd_limit();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let numbers = || args[1..].iter().map(|a| a.parse::<usize>().expect("numbers"));
+    match args.first().map(String::as_str) {
+        Some("fanout") => {
+            for n in numbers() {
+                fanout(n).await
+            }
+        }
+        Some("idle-rss") => {
+            for n in numbers() {
+                idle_rss(n).await
+            }
+        }
+        Some("poll") => {
+            for n in numbers() {
+                poll(n).await
+            }
+        }
+        _ => eprintln!("usage: bench fanout N... | idle-rss N... | poll TARGETS..."),
+    }
+}
+
+/// In-process daemon, N clients; each round publishes a 10-host snapshot (serialized
+/// once by the hub) and every client notes when the frame arrives.
+async fn fanout(clients: usize) {
+    let d = support::TestDaemon::start(&["local".into()], "poll_interval_seconds = 86400\nmax_clients = 60000").await;
+    let mut first = d.connect().await;
+    support::wait_metrics(&mut first, Duration::from_secs(10), |_| true).await;
+    drop(first);
+    let template = d.hub().latest().snapshot.expect("first round");
+    let mut snapshot = (*template).clone();
+    let one = snapshot.targets[0].clone();
+    snapshot.targets = (0..10)
+        .map(|i| {
+            let mut t = one.clone();
+            t.url = format!("ssh://scada:***@192.168.4.{i}:22");
+            t
+        })
+        .collect();
+    let frame_bytes = snapshot.data_json().len();
+
+    let published: Arc<Vec<OnceLock<Instant>>> = Arc::new((0..ROUNDS).map(|_| OnceLock::new()).collect());
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(clients * ROUNDS)));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let mut ws = d.connect().await;
+        let _snapshot = ws.next().await;
+        let (published, samples) = (published.clone(), samples.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::with_capacity(ROUNDS);
+            for k in 0..ROUNDS {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_))) => break,
+                        Some(Ok(_)) => continue,
+                        other => panic!("client lost: {other:?}"),
+                    }
+                }
+                mine.push(published[k].get().expect("published").elapsed());
+            }
+            samples.lock().unwrap().extend(mine);
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for k in 0..ROUNDS {
+        published[k].set(Instant::now()).unwrap();
+        d.hub().publish_metrics(snapshot.clone());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut all = samples.lock().unwrap().clone();
+    all.sort();
+    println!(
+        "| fan-out | {clients} clients | {frame_bytes} B frame | p50 {} | p99 {} | max {} | {} samples |",
+        ms(percentile(&all, 0.5)),
+        ms(percentile(&all, 0.99)),
+        ms(*all.last().unwrap()),
+        all.len()
+    );
+    d.shutdown().await;
+}
+
+fn rss_of(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// The real binary watching `local`; RSS before and after N idle clients connect.
+async fn idle_rss(clients: usize) {
+    let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("monserv");
+    let port = support::hosts::free_port();
+    let mut child = std::process::Command::new(&bin)
+        .env("SERVER_PORT", port.to_string())
+        .env("LISTEN_ADDRESS", "127.0.0.1")
+        .env("MONSERV_LOG", "warn")
+        .env_remove("SERVERS")
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (cargo build --release first)", bin.display()));
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let mut warm = Vec::new();
+    for _ in 0..20 {
+        loop {
+            if let Ok((ws, _)) = tokio_tungstenite::connect_async(&url).await {
+                warm.push(ws);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    drop(warm);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = rss_of(child.id());
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(tokio_tungstenite::connect_async(&url).await.unwrap().0);
+    }
+    // Let a poll round or two go out to everyone, draining each client.
+    let end = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < end {
+        for c in conns.iter_mut() {
+            while let Ok(Some(_)) = tokio::time::timeout(Duration::from_micros(10), c.next()).await {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = rss_of(child.id());
+    println!(
+        "| idle clients | {clients} | RSS before {:.1} MiB | after {:.1} MiB | {:.1} KiB per client |",
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+        (after.saturating_sub(before)) as f64 / clients as f64 / 1024.0
+    );
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+}
+
+/// CPU seconds (user+sys, including reaped children) of `root` and its descendants.
+fn tree_cpu(root: u32) -> f64 {
+    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as f64;
+    let mut stats: HashMap<u32, (u32, u64)> = HashMap::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = f[1].parse().unwrap_or(0);
+        let ticks: u64 = f[11..15].iter().map(|v| v.parse::<u64>().unwrap_or(0)).sum();
+        stats.insert(pid, (ppid, ticks));
+    }
+    let mut total = 0u64;
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        total += stats.get(&p).map_or(0, |s| s.1);
+        frontier.extend(stats.iter().filter(|(_, s)| s.0 == p).map(|(pid, _)| *pid));
+    }
+    total as f64 / tck
+}
+
+fn self_cpu() -> f64 {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(u.user_time()) + t(u.system_time())
+}
+
+/// N sessions to one real sshd; ROUNDS polls of all of them at once.
+async fn poll(targets: usize) {
+    let sshd = support::Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kh = Arc::new(known_hosts::KnownHosts::new(dir.path().join("known_hosts"), known_hosts::HostKeyPolicy::Tofu));
+    let spec = SampleSpec { top_n: 5, fs_filter: FsFilter::new(&[]), max_output_bytes: 1 << 20 };
+    let TargetKind::Ssh(ssh) = parse_target(&sshd.url_password(), None).unwrap().kind else { unreachable!() };
+    let mut collectors: Vec<SshCollector> = (0..targets)
+        .map(|_| {
+            SshCollector::new(ssh.clone(), kh.clone(), Backoff::new(Duration::from_secs(1), Duration::from_secs(60)))
+                .unwrap()
+        })
+        .collect();
+    // Connect everyone first: the steady state is what a poll costs.
+    for c in collectors.iter_mut() {
+        c.sample(&spec).await.expect("first sample");
+    }
+    let root = sshd.pid().unwrap();
+    let (target_cpu0, self_cpu0) = (tree_cpu(root), self_cpu());
+    let mut per_host = Vec::new();
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let times = futures_util::future::join_all(collectors.iter_mut().map(|c| {
+            let spec = &spec;
+            async move {
+                let t = Instant::now();
+                let raw = c.sample(spec).await.expect("sample");
+                build_metrics(&raw, None, 5, &spec.fs_filter, std::time::SystemTime::now()).expect("metrics");
+                t.elapsed()
+            }
+        }))
+        .await;
+        rounds.push(start.elapsed());
+        per_host.extend(times);
+    }
+    let polls = (ROUNDS * targets) as f64;
+    let target_cpu = (tree_cpu(root) - target_cpu0) / polls;
+    let own_cpu = (self_cpu() - self_cpu0) / polls;
+    per_host.sort();
+    rounds.sort();
+    println!(
+        "| poll | {targets} targets | per host p50 {} p99 {} | round p50 {} | monserv CPU {} per host-poll | target CPU {} per host-poll | logins {} |",
+        ms(percentile(&per_host, 0.5)),
+        ms(percentile(&per_host, 0.99)),
+        ms(percentile(&rounds, 0.5)),
+        ms(Duration::from_secs_f64(own_cpu)),
+        ms(Duration::from_secs_f64(target_cpu)),
+        sshd.accepted_logins(support::fixtures::PW_USER)
+    );
+}
