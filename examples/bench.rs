@@ -14,7 +14,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -23,6 +23,11 @@ use monserv::collect::{backoff::Backoff, known_hosts, ssh::SshCollector, FsFilte
 use monserv::config::{parse_target, TargetKind};
 
 const ROUNDS: usize = 50;
+
+/// Hosts per snapshot in the fan-out benchmark (BENCH_HOSTS, default 10).
+fn hosts() -> usize {
+    std::env::var("BENCH_HOSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10)
+}
 
 fn raise_fd_limit() {
     use nix::sys::resource::{setrlimit, Resource};
@@ -48,6 +53,7 @@ async fn main() {
                 fanout(n).await
             }
         }
+        Some("fanout-clients") => fanout_clients(&args[1], args[2].parse().unwrap()).await,
         Some("idle-rss") => {
             for n in numbers() {
                 idle_rss(n).await
@@ -62,8 +68,14 @@ async fn main() {
     }
 }
 
-/// In-process daemon, N clients; each round publishes a 10-host snapshot (serialized
-/// once by the hub) and every client notes when the frame arrives.
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// The daemon in this process; N clients in a child process (`fanout-clients`), so
+/// client work does not share the daemon's runtime. Each round publishes a snapshot
+/// of `BENCH_HOSTS` hosts through the hub (serialized once, as in production) whose
+/// first hostname carries the publish time; clients subtract it on arrival.
 async fn fanout(clients: usize) {
     let d = support::TestDaemon::start(&["local".into()], "poll_interval_seconds = 86400\nmax_clients = 60000").await;
     let mut first = d.connect().await;
@@ -72,7 +84,7 @@ async fn fanout(clients: usize) {
     let template = d.hub().latest().snapshot.expect("first round");
     let mut snapshot = (*template).clone();
     let one = snapshot.targets[0].clone();
-    snapshot.targets = (0..10)
+    snapshot.targets = (0..hosts())
         .map(|i| {
             let mut t = one.clone();
             t.url = format!("ssh://scada:***@192.168.4.{i}:22");
@@ -80,48 +92,78 @@ async fn fanout(clients: usize) {
         })
         .collect();
     let frame_bytes = snapshot.data_json().len();
-
-    let published: Arc<Vec<OnceLock<Instant>>> = Arc::new((0..ROUNDS).map(|_| OnceLock::new()).collect());
-    let samples = Arc::new(Mutex::new(Vec::with_capacity(clients * ROUNDS)));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let mut ws = d.connect().await;
-        let _snapshot = ws.next().await;
-        let (published, samples) = (published.clone(), samples.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut mine = Vec::with_capacity(ROUNDS);
-            for k in 0..ROUNDS {
-                loop {
-                    match ws.next().await {
-                        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_))) => break,
-                        Some(Ok(_)) => continue,
-                        other => panic!("client lost: {other:?}"),
-                    }
-                }
-                mine.push(published[k].get().expect("published").elapsed());
-            }
-            samples.lock().unwrap().extend(mine);
-        }));
-    }
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["fanout-clients", &d.addr.to_string(), &clients.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    use tokio::io::AsyncBufReadExt;
+    out.read_line(&mut line).await.unwrap();
+    assert_eq!(line.trim(), "ready", "{line}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for k in 0..ROUNDS {
-        published[k].set(Instant::now()).unwrap();
-        d.hub().publish_metrics(snapshot.clone());
+    let cpu0 = self_cpu();
+    for _ in 0..ROUNDS {
+        let mut s = snapshot.clone();
+        s.targets[0].metrics.hostname = format!("t={}", unix_nanos());
+        d.hub().publish_metrics(s);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    line.clear();
+    out.read_line(&mut line).await.unwrap();
+    // The daemon's CPU per broadcast (the 100 ms sleeps cost nothing).
+    let cpu = Duration::from_secs_f64((self_cpu() - cpu0) / ROUNDS as f64);
+    child.wait().await.unwrap();
+    println!(
+        "| fan-out | {clients} clients | {frame_bytes} B frame | {} | daemon CPU {} per broadcast |",
+        line.trim(),
+        ms(cpu)
+    );
+    d.shutdown().await;
+}
+
+/// Child side of `fanout`: connect, say ready, time ROUNDS frames per client.
+async fn fanout_clients(addr: &str, clients: usize) {
+    let url = format!("ws://{addr}/ws");
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(clients * ROUNDS)));
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let _snapshot = ws.next().await;
+        conns.push(ws);
+    }
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut ws| {
+            let samples = samples.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::with_capacity(ROUNDS);
+                while mine.len() < ROUNDS {
+                    let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) = ws.next().await else { continue };
+                    let now = unix_nanos();
+                    let at = t.find("\"hostname\":\"t=").expect("stamped frame") + 14;
+                    let end = at + t[at..].find('"').unwrap();
+                    let sent: u128 = t[at..end].parse().unwrap();
+                    mine.push(Duration::from_nanos(now.saturating_sub(sent) as u64));
+                }
+                samples.lock().unwrap().extend(mine);
+            })
+        })
+        .collect();
+    println!("ready");
     for t in tasks {
         t.await.unwrap();
     }
     let mut all = samples.lock().unwrap().clone();
     all.sort();
     println!(
-        "| fan-out | {clients} clients | {frame_bytes} B frame | p50 {} | p99 {} | max {} | {} samples |",
+        "p50 {} | p99 {} | max {} | {} samples",
         ms(percentile(&all, 0.5)),
         ms(percentile(&all, 0.99)),
         ms(*all.last().unwrap()),
         all.len()
     );
-    d.shutdown().await;
 }
 
 fn rss_of(pid: u32) -> u64 {

@@ -132,3 +132,55 @@ async fn sigterm_closes_clients_and_exits_zero() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_logs_never_contain_the_password() {
+    let sshd = crate::support::Sshd::start();
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .env("SERVERS", sshd.url_password())
+        .env("SERVER_PORT", port.to_string())
+        .env("LISTEN_ADDRESS", "127.0.0.1")
+        .env("POLL_INTERVAL_SECONDS", "0.5")
+        .env("STATE_DIRECTORY", state.path())
+        .env("MONSERV_LOG", "trace")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drain both pipes while it runs: a full pipe would block the daemon's logging.
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    // Let it connect, authenticate and poll a few times.
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let start = Instant::now();
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((ws, _)) => break ws,
+            Err(_) if start.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    crate::support::wait_metrics(&mut ws, Duration::from_secs(10), |d| {
+        d.as_object().is_some_and(|o| o.values().all(|m| m["status"] == "online"))
+    })
+    .await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    child.wait().unwrap();
+    let all =
+        format!("{}{}", String::from_utf8_lossy(&out.join().unwrap()), String::from_utf8_lossy(&err.join().unwrap()));
+    assert!(all.lines().count() > 50, "expected a trace log, got {} lines", all.lines().count());
+    assert!(all.contains("russh"), "the SSH library's own log must be part of what is checked");
+    for secret in [crate::support::fixtures::PASSWORD, crate::support::fixtures::PASSWORD_ENCODED] {
+        assert!(!all.contains(secret), "password found in the log");
+    }
+}
