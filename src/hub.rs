@@ -1,43 +1,49 @@
 //! The fan-out point between the poll loop and every client.
 //!
 //! Each message is serialized once into a [`Utf8Bytes`] and the same bytes go to
-//! every `/ws` client (cloning is a reference-count bump). Delivery uses a
-//! `tokio::sync::broadcast` ring of [`RING_CAPACITY`] messages: memory is bounded by
-//! the ring, not by the number of clients, and a message is freed as soon as the
-//! slowest client has taken it. Policy when a client falls a whole ring behind: it is
-//! disconnected (close 1013) rather than silently skipping messages, so it never
-//! misses an alert without knowing; a reconnecting client gets the latest snapshot
-//! at once. The latest snapshot is also kept for REST and for new clients.
+//! every `/ws` client (cloning is a reference-count bump). Two channels, two policies:
+//!
+//! - **Metrics** go through a `watch`: one slot holding the latest `metrics_update`.
+//!   A client that is behind skips straight to the newest snapshot (keep latest);
+//!   older snapshots are worth nothing once a newer one exists, and a new client gets
+//!   the slot's content at once.
+//! - **Alerts** go through a `broadcast` ring of [`ALERT_RING_CAPACITY`] messages, so
+//!   none is skipped. Memory is bounded by the ring, not by the number of clients; a
+//!   message is freed once the slowest client has taken it. A client that falls a
+//!   whole ring behind is closed with 1013 instead of silently missing alerts; it
+//!   reconnects and gets the latest snapshot at once.
 
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use hyper_tungstenite::tungstenite::Utf8Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::model::AlertMessage;
 use crate::poll::Snapshot;
 
-/// How many messages a client may lag before it is dropped. At one metrics update
-/// per 4 s plus alerts this is minutes of backlog; a burst of alerts from a
-/// plant-wide outage fits comfortably.
-pub const RING_CAPACITY: usize = 256;
+/// How many alerts a client may lag before it is dropped: far more than one poll
+/// round of a plant-wide outage produces, at ~200 bytes per alert.
+pub const ALERT_RING_CAPACITY: usize = 4096;
 
 pub struct Hub {
-    tx: broadcast::Sender<Utf8Bytes>,
-    /// Written only by `publish_*`, under which `tx.send` also happens: a subscriber
-    /// that reads `latest` and subscribes under the same lock neither misses nor
-    /// duplicates a metrics update.
+    metrics: watch::Sender<Option<Utf8Bytes>>,
+    alerts: broadcast::Sender<Utf8Bytes>,
+    /// The latest snapshot for REST, kept beside the frame.
     latest: RwLock<Latest>,
 }
 
 #[derive(Default, Clone)]
 pub struct Latest {
-    /// The whole `metrics_update` frame.
-    pub frame: Option<Utf8Bytes>,
-    /// Just its `data` object (served by `GET /api/state`).
+    /// The `data` object of the latest `metrics_update` (served by `GET /api/state`).
     pub data: Option<Bytes>,
     pub snapshot: Option<Arc<Snapshot>>,
+}
+
+/// What a `/ws` client reads from.
+pub struct Subscription {
+    pub metrics: watch::Receiver<Option<Utf8Bytes>>,
+    pub alerts: broadcast::Receiver<Utf8Bytes>,
 }
 
 impl Default for Hub {
@@ -48,11 +54,11 @@ impl Default for Hub {
 
 impl Hub {
     pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(RING_CAPACITY);
-        Hub { tx, latest: RwLock::new(Latest::default()) }
+        let (alerts, _) = broadcast::channel(ALERT_RING_CAPACITY);
+        Hub { metrics: watch::Sender::new(None), alerts, latest: RwLock::new(Latest::default()) }
     }
 
-    /// Serialize a poll round once and send it to every client.
+    /// Serialize a poll round once and hand it to every client.
     pub fn publish_metrics(&self, snapshot: Snapshot) {
         let data = snapshot.data_json();
         let mut frame = Vec::with_capacity(data.len() + 40);
@@ -63,36 +69,29 @@ impl Hub {
             tracing::error!("metrics_update is not UTF-8; not sent");
             return;
         };
-        let mut latest = self.latest.write().unwrap_or_else(|e| e.into_inner());
-        *latest =
-            Latest { frame: Some(frame.clone()), data: Some(Bytes::from(data)), snapshot: Some(Arc::new(snapshot)) };
-        // Err only means nobody is connected.
-        let _ = self.tx.send(frame);
+        *self.latest.write().unwrap_or_else(|e| e.into_inner()) =
+            Latest { data: Some(Bytes::from(data)), snapshot: Some(Arc::new(snapshot)) };
+        self.metrics.send_replace(Some(frame));
     }
 
     pub fn publish_alert(&self, alert: &AlertMessage) {
-        let text = match serde_json::to_string(alert) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialize alert");
-                return;
-            }
-        };
-        let _ = self.tx.send(Utf8Bytes::from(text));
+        match serde_json::to_string(alert) {
+            // Err only means nobody is connected.
+            Ok(text) => drop(self.alerts.send(Utf8Bytes::from(text))),
+            Err(e) => tracing::error!(error = %e, "cannot serialize alert"),
+        }
     }
 
-    /// The latest metrics frame (if a round has completed) and a receiver for
-    /// everything after it.
-    pub fn subscribe(&self) -> (Option<Utf8Bytes>, broadcast::Receiver<Utf8Bytes>) {
-        let latest = self.latest.write().unwrap_or_else(|e| e.into_inner());
-        (latest.frame.clone(), self.tx.subscribe())
+    pub fn subscribe(&self) -> Subscription {
+        Subscription { metrics: self.metrics.subscribe(), alerts: self.alerts.subscribe() }
     }
 
     pub fn latest(&self) -> Latest {
         self.latest.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Connected `/ws` clients.
     pub fn client_count(&self) -> usize {
-        self.tx.receiver_count()
+        self.metrics.receiver_count()
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! The reads are blocking file I/O, so they run on tokio's blocking pool; `statvfs`
 //! on a hung network mount would block, which is why network filesystems are
-//! excluded by default and the poll loop puts a deadline on every target.
+//! excluded by default and the poll loop puts a deadline on every target. A read
+//! that outlives its deadline is not started again: the next poll waits for the same
+//! one, so a hung mount holds one thread, not one per round.
 
 use std::fs;
 use std::io::Read;
@@ -18,6 +20,8 @@ use super::{CollectError, SampleSpec};
 pub struct LocalCollector {
     proc_root: PathBuf,
     passwd: PathBuf,
+    /// The blocking read in progress, kept across a missed deadline.
+    in_flight: Option<tokio::task::JoinHandle<Result<RawSample, CollectError>>>,
 }
 
 impl Default for LocalCollector {
@@ -28,16 +32,19 @@ impl Default for LocalCollector {
 
 impl LocalCollector {
     pub fn new(proc_root: impl Into<PathBuf>, passwd: impl Into<PathBuf>) -> Self {
-        LocalCollector { proc_root: proc_root.into(), passwd: passwd.into() }
+        LocalCollector { proc_root: proc_root.into(), passwd: passwd.into(), in_flight: None }
     }
 
+    /// Cancel-safe: when the caller's deadline drops this future, the read goes on
+    /// and the next call picks up its result.
     pub async fn sample(&mut self, spec: &SampleSpec) -> Result<RawSample, CollectError> {
-        let proc_root = self.proc_root.clone();
-        let passwd = self.passwd.clone();
-        let spec = spec.clone();
-        tokio::task::spawn_blocking(move || read_sample(&proc_root, &passwd, &spec))
-            .await
-            .map_err(|e| CollectError::Local(format!("reader task failed: {e}")))?
+        let handle = self.in_flight.get_or_insert_with(|| {
+            let (proc_root, passwd, spec) = (self.proc_root.clone(), self.passwd.clone(), spec.clone());
+            tokio::task::spawn_blocking(move || read_sample(&proc_root, &passwd, &spec))
+        });
+        let result = handle.await;
+        self.in_flight = None;
+        result.map_err(|e| CollectError::Local(format!("reader task failed: {e}")))?
     }
 }
 
@@ -109,4 +116,54 @@ fn top_processes(proc_root: &Path, top_n: usize) -> Vec<RawProc> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::FsFilter;
+
+    fn spec() -> SampleSpec {
+        SampleSpec { top_n: 3, fs_filter: FsFilter::new(&[]), max_output_bytes: 1 << 20 }
+    }
+
+    #[tokio::test]
+    async fn reads_this_machine() {
+        let raw = LocalCollector::default().sample(&spec()).await.unwrap();
+        let (m, _) =
+            crate::collect::sample::build_metrics(&raw, None, 3, &spec().fs_filter, std::time::SystemTime::now())
+                .unwrap();
+        assert_eq!(m.hostname, std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim());
+        assert_eq!(m.top_procs_by_mem.len(), 3);
+        assert!(m.disks.iter().any(|d| d.mountpoint == "/"));
+    }
+
+    #[tokio::test]
+    async fn missing_proc_is_a_clear_error() {
+        let mut c = LocalCollector::new("/nonexistent-proc", "/nonexistent-passwd");
+        let e = c.sample(&spec()).await.unwrap_err();
+        assert!(e.to_string().starts_with("reading local /proc: sys/kernel/hostname: "), "{e}");
+    }
+
+    #[tokio::test]
+    async fn abandoned_read_is_resumed_not_restarted() {
+        use std::time::Duration;
+        // A /proc whose hostname is a FIFO: reading it blocks like a hung mount.
+        let dir = std::env::temp_dir().join(format!("monserv-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sys/kernel")).unwrap();
+        let fifo = dir.join("sys/kernel/hostname");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let mut c = LocalCollector::new(&dir, "/nonexistent-passwd");
+        let first = tokio::time::timeout(Duration::from_millis(100), c.sample(&spec())).await;
+        assert!(first.is_err(), "the read should hang on the FIFO");
+        assert!(c.in_flight.is_some(), "the hung read must be kept, not abandoned");
+        // Unblock it: the same read now goes on and fails on the next missing file. A
+        // fresh read would block on the FIFO again and time out.
+        std::fs::write(&fifo, b"fifo-host\n").unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(5), c.sample(&spec())).await.expect("resumed read");
+        assert!(second.unwrap_err().to_string().contains("uptime"));
+        assert!(c.in_flight.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,10 +1,11 @@
 //! `/ws`: the MonServ WebSocket contract (PROTOCOL.md).
 //!
-//! One task per client, one `select!` loop over: the hub's messages, incoming
-//! frames, a ping timer (54 s), a silence deadline (60 s) and shutdown. Every write
-//! has a timeout (10 s); a client that cannot take a frame in that time is dropped,
-//! so it never holds the others up (they read the same shared bytes from the hub's
-//! ring at their own pace). A client frame over 512 bytes closes with 1009.
+//! One task per client, one `select!` loop over: shutdown, the hub's latest metrics
+//! (keep latest), its alert ring, a ping timer (54 s), a silence deadline (60 s) and
+//! incoming frames. Every write has a timeout (10 s); a client that cannot take a
+//! frame in that time is dropped, so it never holds the others up (they read the same
+//! shared bytes from the hub at their own pace). A client frame over 512 bytes closes
+//! with 1009; a client a whole alert ring behind closes with 1013.
 
 use std::time::Duration;
 
@@ -77,9 +78,10 @@ async fn serve_client(
 ) {
     let (ping_every, read_timeout, write_timeout) =
         (timings.ping_interval(), timings.read_timeout(), timings.write_timeout());
-    let (latest, mut rx) = hub.subscribe();
+    let crate::hub::Subscription { mut metrics, mut alerts } = hub.subscribe();
     let end = async {
-        if let Some(frame) = latest {
+        let first = metrics.borrow_and_update().clone();
+        if let Some(frame) = first {
             send(&mut ws, write_timeout, Message::Text(frame)).await?;
         }
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -87,8 +89,18 @@ async fn serve_client(
         tokio::pin!(silence);
         loop {
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return Err(End::Shutdown),
-                msg = rx.recv() => match msg {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return Err(End::Shutdown);
+                    }
+                    let frame = metrics.borrow_and_update().clone();
+                    if let Some(frame) = frame {
+                        send(&mut ws, write_timeout, Message::Text(frame)).await?;
+                    }
+                }
+                msg = alerts.recv() => match msg {
                     Ok(frame) => send(&mut ws, write_timeout, Message::Text(frame)).await?,
                     Err(RecvError::Lagged(n)) => return Err(End::Lagged(n)),
                     Err(RecvError::Closed) => return Err(End::Shutdown),
@@ -114,7 +126,7 @@ async fn serve_client(
         End::Shutdown => Some((CloseCode::Away, "server shutting down")),
         End::Silent => Some((CloseCode::Normal, "no frame or pong within the read timeout")),
         End::TooBig => Some((CloseCode::Size, "client frames are limited to 512 bytes")),
-        End::Lagged(_) => Some((CloseCode::Again, "too slow: fell behind the broadcast")),
+        End::Lagged(_) => Some((CloseCode::Again, "too slow: fell a whole alert ring behind")),
         End::ClientClosed | End::WriteTimeout | End::Error(_) => None,
     };
     if let Some((code, reason)) = close {
@@ -125,7 +137,7 @@ async fn serve_client(
             tokio::time::timeout(Duration::from_secs(1), async { while let Some(Ok(_)) = ws.next().await {} }).await;
     }
     match end {
-        End::Lagged(missed) => tracing::warn!(missed, "websocket client fell a whole ring behind; disconnected"),
+        End::Lagged(missed) => tracing::warn!(missed, "websocket client fell a whole alert ring behind; disconnected"),
         End::Error(e) => tracing::debug!(error = %e, "websocket client dropped"),
         other => tracing::debug!(reason = ?other, "websocket client disconnected"),
     }

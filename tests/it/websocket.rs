@@ -240,3 +240,55 @@ async fn stalled_client_never_delays_a_live_one() {
     assert_eq!(d.hub().client_count(), 1, "stalled client was not dropped");
     assert!(d.shutdown().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_a_whole_alert_ring_behind_is_closed_with_1013() {
+    let d = TestDaemon::start(&["local".into()], "poll_interval_seconds = 30").await;
+    wait_first_round(&d).await;
+    let mut slow = raw_client(d.addr, Some(4096)).await;
+    let mut live = d.connect().await;
+    support::wait_metrics(&mut live, Duration::from_secs(5), |_| true).await;
+    // More alerts than the ring holds plus what the kernel buffers for the slow client,
+    // in bursts of 256 (a large outage's worth per round): a healthy client keeps up,
+    // the slow one cannot.
+    let n = monserv::hub::ALERT_RING_CAPACITY + 2500;
+    let reader = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), slow.read(&mut buf)).await {
+                Ok(Ok(0)) | Err(_) => break,
+                Ok(Ok(k)) => bytes.extend_from_slice(&buf[..k]),
+                Ok(Err(e)) => panic!("{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        bytes
+    });
+    let body = "z".repeat(4 * 1024);
+    let live_reader = tokio::spawn(async move {
+        for i in 0..n {
+            let msg = support::next_json(&mut live, Duration::from_secs(10)).await;
+            assert_eq!(msg["subject"], format!("b{i}"), "the live client must get every alert in order");
+        }
+    });
+    for i in 0..n {
+        d.hub().publish_alert(&monserv::model::AlertMessage::new(
+            monserv::model::AlertKind::Alert,
+            format!("b{i}"),
+            body.clone(),
+        ));
+        if i % 256 == 255 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    live_reader.await.unwrap();
+    let bytes = reader.await.unwrap();
+    let frames = server_frames(&bytes);
+    let (op, payload) = frames.last().expect("frames");
+    assert_eq!(*op, 0x8, "the slow client must end with a close frame");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1013);
+    let texts = frames.iter().filter(|(op, _)| *op == 0x1).count();
+    assert!(texts < n, "the slow client was cut off early ({texts} of {n} messages)");
+    assert!(d.shutdown().await);
+}
