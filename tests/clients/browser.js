@@ -19,7 +19,7 @@ const expected = Number(count);
     page.on("pageerror", (e) => errors.push(String(e)));
     await page.goto(url);
     const cardSel = mode === "seed" ? "#metrics .server h3" : "#hosts .host h2";
-    const alertSel = mode === "seed" ? "#alerts strong" : "#alerts strong";
+    const alertSel = "#alerts strong";
     await page.waitForFunction(([sel, n]) => document.querySelectorAll(sel).length === n, [cardSel, expected], { timeout: 20000 });
     const names = await page.$$eval(cardSel, (els) => els.map((e) => e.textContent));
     const status = await page.textContent("#status");

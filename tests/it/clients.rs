@@ -126,6 +126,24 @@ async fn seed_node_client() {
     assert!(d.shutdown().await);
 }
 
+/// The browser's first report: one card per host, named by the hosts' real names.
+fn wait_for_cards(b: &mut Lines) -> Value {
+    let line = b.wait_for(Duration::from_secs(60), |l| l.contains("\"metrics\""));
+    let v: Value = serde_json::from_str(&line).unwrap();
+    let mut names: Vec<String> =
+        v["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
+    names.sort();
+    assert_eq!(names, vec!["bb-plc-03".to_string(), support::machine_hostname()]);
+    assert_eq!(v["status"], "Connected");
+    assert_eq!(v["errors"], serde_json::json!([]), "the page threw");
+    v
+}
+
+fn wait_for_alert(b: &mut Lines) -> Value {
+    let line = b.wait_for(Duration::from_secs(20), |l| l.contains("\"alert\""));
+    serde_json::from_str(&line).unwrap()
+}
+
 fn browser(mode: &str, url: &str) -> Lines {
     Lines::spawn(
         Command::new("node")
@@ -141,18 +159,10 @@ async fn seed_browser_page_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let page = seed_copy("seed_page.html", &d.ws_url(), &dir);
     let mut b = browser("seed", &format!("file://{}", page.display()));
-    let line = b.wait_for(Duration::from_secs(60), |l| l.contains("\"metrics\""));
-    let v: Value = serde_json::from_str(&line).unwrap();
-    let mut names: Vec<String> =
-        v["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
-    names.sort();
-    assert_eq!(names, vec!["bb-plc-03".to_string(), support::machine_hostname()]);
-    assert_eq!(v["status"], "Connected");
+    let v = wait_for_cards(&mut b);
     assert!(v["extra"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().starts_with("Memory: ")), "{v}");
-    assert_eq!(v["errors"], serde_json::json!([]));
     alert(&d, "[ALERT] bb-plc-03 CPU high");
-    let line = b.wait_for(Duration::from_secs(20), |l| l.contains("\"alert\""));
-    let v: Value = serde_json::from_str(&line).unwrap();
+    let v = wait_for_alert(&mut b);
     assert_eq!(v["subject"], "[ALERT] bb-plc-03 CPU high");
     drop(b);
     assert!(d.shutdown().await);
@@ -162,19 +172,11 @@ async fn seed_browser_page_in_chromium() {
 async fn builtin_page_in_chromium() {
     let (_sshd, _bb, d) = daemon_with_two_hosts().await;
     let mut b = browser("builtin", &d.http_url("/"));
-    let line = b.wait_for(Duration::from_secs(60), |l| l.contains("\"metrics\""));
-    let v: Value = serde_json::from_str(&line).unwrap();
-    let mut names: Vec<String> =
-        v["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
-    names.sort();
-    assert_eq!(names, vec!["bb-plc-03".to_string(), support::machine_hostname()]);
-    assert_eq!(v["status"], "Connected");
+    let v = wait_for_cards(&mut b);
     assert!(v["extra"].as_u64().unwrap() >= 4, "process tables should have rows: {v}");
-    assert_eq!(v["errors"], serde_json::json!([]));
     // Untrusted text is shown as text, never parsed as HTML.
     alert(&d, "<img src=x onerror=alert(1)>");
-    let line = b.wait_for(Duration::from_secs(20), |l| l.contains("\"alert\""));
-    let v: Value = serde_json::from_str(&line).unwrap();
+    let v = wait_for_alert(&mut b);
     assert_eq!(v["subject"], "<img src=x onerror=alert(1)>");
     drop(b);
     assert!(d.shutdown().await);

@@ -12,6 +12,10 @@ fn host<'a>(data: &'a Value, key: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no key {key:?} in {:?}", data.as_object().map(|o| o.keys().collect::<Vec<_>>())))
 }
 
+fn root_disk(m: &Value) -> &Value {
+    m["disks"].as_array().unwrap().iter().find(|d| d["mountpoint"] == "/").unwrap_or_else(|| panic!("no / in {m:#}"))
+}
+
 fn all_online(data: &Value) -> bool {
     data.as_object().is_some_and(|o| o.values().all(|m| m["status"] == "online"))
 }
@@ -60,12 +64,7 @@ async fn ssh_busybox_and_local_report_real_values() {
         assert_eq!(m["hostname"], expect_host, "{key}");
         assert!(m["uptimeSeconds"].as_u64().unwrap() > 0, "{key}");
         assert_eq!(m["memory"]["total"].as_u64().unwrap(), mem_total, "{key}");
-        let root = m["disks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["mountpoint"] == "/")
-            .unwrap_or_else(|| panic!("no / in {m:#}"));
+        let root = root_disk(m);
         assert_eq!(root["fstype"], support::fstype_of("/"), "{key}");
         assert!(root["total"].as_u64().unwrap() > root["used"].as_u64().unwrap());
         assert!(m["disks"]
@@ -96,12 +95,7 @@ async fn ssh_busybox_and_local_report_real_values() {
     assert_eq!(m["hostname"], "bb-plc-01");
     assert!(m["uptimeSeconds"].as_u64().unwrap() > 0);
     assert_eq!(m["memory"]["total"].as_u64().unwrap(), mem_total);
-    let root = m["disks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["mountpoint"] == "/")
-        .unwrap_or_else(|| panic!("no / in {m:#}"));
+    let root = root_disk(m);
     assert_eq!(root["fstype"], support::fstype_of(&fixtures().bb_root.display().to_string()));
     assert_procs_sorted_with_users(m, &["root", "scada"]);
     let procs = m["topProcsByMem"].as_array().unwrap();

@@ -29,6 +29,14 @@ pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not listen on {port} within 10 s");
 }
 
+/// Kill a host's `unshare` process; `--kill-child` takes its whole PID namespace down.
+fn stop(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// An OpenSSH server with the fixture users.
 pub struct Sshd {
     pub port: u16,
@@ -83,10 +91,7 @@ impl Sshd {
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.child);
     }
 
     pub fn restart(&mut self) {
@@ -171,10 +176,7 @@ impl BusyBoxHost {
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.child);
     }
 
     pub fn restart(&mut self) {
