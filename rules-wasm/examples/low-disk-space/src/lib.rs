@@ -1,0 +1,52 @@
+//! Example rule: percentages mislead on large disks (10 % of 4 TB is plenty) and on
+//! small ones (10 % of 8 GB is not). Alerts when a filesystem has less than
+//! `min_free_mib` MiB free, recovers when it has `recover_free_mib` again.
+
+use monserv_rule_sdk::*;
+
+struct LowDiskSpace;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+impl Guest for LowDiskSpace {
+    fn describe() -> RuleInfo {
+        RuleInfo {
+            name: "low-disk-space".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            config: vec![
+                config_key("min_free_mib", "1024", "alert when a filesystem has less free space than this"),
+                config_key("recover_free_mib", "1536", "recover when it has at least this much again"),
+            ],
+        }
+    }
+
+    fn evaluate(snapshot: Snapshot, active_keys: Vec<String>) -> Result<Vec<Event>, String> {
+        let min = config_f64("min_free_mib", 1024.0)?;
+        let recover = config_f64("recover_free_mib", 1536.0)?.max(min);
+        let active = Active::new(active_keys);
+        let mut events = Vec::new();
+        for t in snapshot.targets.iter().filter(|t| t.status == Reachability::Online) {
+            let Some(m) = &t.metrics else { continue };
+            for d in &m.disks {
+                let key = format!("{}/free/{}", t.key, d.mountpoint);
+                let free = d.free as f64 / MIB;
+                if free < min {
+                    events.push(alert(
+                        key,
+                        format!("[ALERT] {} disk {} low on space", m.hostname, d.mountpoint),
+                        format!("Disk {} has {free:.0} MiB free (minimum {min:.0} MiB)", d.mountpoint),
+                    ));
+                } else if active.contains(&key) && free >= recover {
+                    events.push(recovery(
+                        key,
+                        format!("[RECOVERED] {} disk {} space", m.hostname, d.mountpoint),
+                        format!("Disk {} has {free:.0} MiB free", d.mountpoint),
+                    ));
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+monserv_rule_sdk::export!(LowDiskSpace);
