@@ -21,6 +21,7 @@ pub mod http;
 pub mod hub;
 pub mod model;
 pub mod poll;
+pub mod rules;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -1,0 +1,2 @@
+pub struct RuleEngine;
+pub struct RuleStatus;

@@ -1,0 +1,438 @@
+//! The sandbox every rule runs in, the built-in one included.
+//!
+//! - No WASI, no imports but `monserv:rules/host`: a component asking for anything
+//!   else is refused at load, naming the import.
+//! - A fresh `Store` per evaluation with a memory cap (`StoreLimits`), instantiated
+//!   from a pre-linked `RulePre` (~10 us), so no state leaks between evaluations.
+//! - An epoch deadline per evaluation: a ticker thread advances the engine's epoch
+//!   every millisecond while any evaluation runs (and sleeps otherwise), so a rule
+//!   that loops is trapped after `timeout`.
+//! - Host calls are capped: log lines are rate-limited and truncated.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+
+/// Generated from `rules-wasm/wit/rules.wit`: the host side of the contract.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "rules-wasm/wit",
+        world: "rule",
+    });
+}
+
+use bindings::monserv::rules::host::{self as host_api, Level};
+pub use bindings::monserv::rules::types as wit;
+use bindings::RulePre;
+
+/// The one interface with functions a rule may import, and the types it uses.
+pub const HOST_INTERFACE: &str = "monserv:rules/host@0.1.0";
+const TYPES_INTERFACE: &str = "monserv:rules/types@0.1.0";
+const MAX_LOG_LINES: u32 = 20;
+const MAX_LOG_BYTES: usize = 1024;
+
+/// Why a component could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error("imports {0:?}; rules may import only {HOST_INTERFACE}")]
+    ForbiddenImport(String),
+    #[error("does not implement the monserv:rules/rule world: {0}")]
+    Contract(String),
+    #[error("describe() failed: {0}")]
+    Describe(String),
+}
+
+/// Why one evaluation failed. Each is the rule's fault only.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EvalError {
+    #[error("exceeded its {0:?} time limit")]
+    Timeout(Duration),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("returned an error: {0}")]
+    Rule(String),
+    #[error("output rejected: {0}")]
+    Output(String),
+}
+
+impl EvalError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EvalError::Timeout(_) => "timeout",
+            EvalError::Trap(_) => "trap",
+            EvalError::Rule(_) => "error",
+            EvalError::Output(_) => "output",
+        }
+    }
+}
+
+/// Limits applied to every evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    pub max_events: usize,
+    pub max_key_bytes: usize,
+    pub max_text_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_millis(50),
+            memory_bytes: 32 << 20,
+            max_events: 1000,
+            max_key_bytes: 512,
+            max_text_bytes: 4096,
+        }
+    }
+}
+
+/// What a rule's host calls can see: its name (for logs) and its config.
+pub struct HostState {
+    rule: Arc<str>,
+    config: Arc<HashMap<String, String>>,
+    limits: StoreLimits,
+    log_lines: u32,
+}
+
+impl host_api::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            return;
+        }
+        let mut message = message;
+        if message.len() > MAX_LOG_BYTES {
+            let mut cut = MAX_LOG_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("...");
+        }
+        let rule = &*self.rule;
+        match level {
+            Level::Debug => tracing::debug!(rule, "{message}"),
+            Level::Info => tracing::info!(rule, "{message}"),
+            Level::Warn => tracing::warn!(rule, "{message}"),
+            Level::Error => tracing::error!(rule, "{message}"),
+        }
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        self.config.get(&key).cloned()
+    }
+}
+
+/// Advances the engine's epoch every millisecond while evaluations run; parked
+/// otherwise, so an idle gateway does not wake up for it.
+struct EpochTicker {
+    active: Arc<AtomicUsize>,
+    thread: std::thread::Thread,
+}
+
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<HostState>,
+    ticker: Arc<EpochTicker>,
+    pub limits: Limits,
+}
+
+/// A compiled, contract-checked rule ready to instantiate.
+#[derive(Clone)]
+pub struct Compiled {
+    pre: RulePre<HostState>,
+    pub info: RuleInfo,
+}
+
+/// Plain copy of the rule's self-description.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleInfo {
+    pub name: String,
+    pub version: String,
+    pub config: Vec<ConfigKey>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConfigKey {
+    pub name: String,
+    pub default_value: String,
+    pub help: String,
+}
+
+impl Sandbox {
+    pub fn new(limits: Limits) -> Result<Sandbox, String> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(512 * 1024);
+        let engine = Engine::new(&config).map_err(|e| format!("cannot start the wasm engine: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        host_api::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| format!("cannot link the host interface: {e}"))?;
+        let active = Arc::new(AtomicUsize::new(0));
+        let (tick_engine, tick_active) = (engine.clone(), active.clone());
+        // The thread ends when the sandbox is dropped (it then holds the last reference).
+        let thread = std::thread::Builder::new()
+            .name("rule-epoch".into())
+            .spawn(move || {
+                while Arc::strong_count(&tick_active) > 1 {
+                    if tick_active.load(Ordering::Acquire) == 0 {
+                        std::thread::park_timeout(Duration::from_secs(1));
+                        continue;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                    tick_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| format!("cannot start the epoch ticker: {e}"))?
+            .thread()
+            .clone();
+        let ticker = Arc::new(EpochTicker { active, thread });
+        Ok(Sandbox { engine, linker, ticker, limits })
+    }
+
+    /// Compile, check the imports, link, and ask the rule to describe itself.
+    /// CPU-heavy: call from a blocking thread.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, LoadError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            if name != HOST_INTERFACE && name != TYPES_INTERFACE {
+                return Err(LoadError::ForbiddenImport(name.to_string()));
+            }
+        }
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
+        let pre = RulePre::new(pre).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
+        let mut compiled =
+            Compiled { pre, info: RuleInfo { name: String::new(), version: String::new(), config: vec![] } };
+        compiled.info = self.describe(&compiled).map_err(|e| LoadError::Describe(e.to_string()))?;
+        Ok(compiled)
+    }
+
+    fn store(&self, rule: &str, config: Arc<HashMap<String, String>>) -> Store<HostState> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .memories(4)
+            .tables(16)
+            .table_elements(100_000)
+            .instances(16)
+            .build();
+        let mut store = Store::new(&self.engine, HostState { rule: rule.into(), config, limits, log_lines: 0 });
+        store.limiter(|s| &mut s.limits);
+        let ticks = self.limits.timeout.as_millis().max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    fn describe(&self, c: &Compiled) -> Result<RuleInfo, EvalError> {
+        let _running = self.running();
+        let mut store = self.store("(loading)", Arc::new(HashMap::new()));
+        let rule = c.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
+        let info = rule.call_describe(&mut store).map_err(|e| self.classify(e))?;
+        Ok(RuleInfo {
+            name: info.name,
+            version: info.version,
+            config: info
+                .config
+                .into_iter()
+                .map(|k| ConfigKey { name: k.name, default_value: k.default_value, help: k.help })
+                .collect(),
+        })
+    }
+
+    /// One evaluation in a fresh store. CPU-bound: call from a blocking thread.
+    pub fn evaluate(
+        &self,
+        c: &Compiled,
+        rule: &str,
+        config: Arc<HashMap<String, String>>,
+        snapshot: &wit::Snapshot,
+        active: &[String],
+    ) -> Result<Vec<wit::Event>, EvalError> {
+        let _running = self.running();
+        let mut store = self.store(rule, config);
+        let instance = c.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
+        let events = instance
+            .call_evaluate(&mut store, snapshot, active)
+            .map_err(|e| self.classify(e))?
+            .map_err(|e| EvalError::Rule(truncate(e, self.limits.max_text_bytes)))?;
+        self.check_output(&events)?;
+        Ok(events)
+    }
+
+    fn check_output(&self, events: &[wit::Event]) -> Result<(), EvalError> {
+        let l = &self.limits;
+        if events.len() > l.max_events {
+            return Err(EvalError::Output(format!("{} events (limit {})", events.len(), l.max_events)));
+        }
+        for (i, e) in events.iter().enumerate() {
+            for (what, len, max) in [
+                ("key", e.key.len(), l.max_key_bytes),
+                ("subject", e.subject.len(), l.max_text_bytes),
+                ("message", e.message.len(), l.max_text_bytes),
+            ] {
+                if len > max {
+                    return Err(EvalError::Output(format!("event {i}: {what} is {len} bytes (limit {max})")));
+                }
+            }
+            if e.key.is_empty() {
+                return Err(EvalError::Output(format!("event {i}: empty key")));
+            }
+        }
+        Ok(())
+    }
+
+    fn classify(&self, e: wasmtime::Error) -> EvalError {
+        match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => EvalError::Timeout(self.limits.timeout),
+            Some(trap) => EvalError::Trap(trap.to_string()),
+            None => EvalError::Trap(truncate(format!("{e:#}"), 512)),
+        }
+    }
+
+    fn running(&self) -> Running<'_> {
+        if self.ticker.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.ticker.thread.unpark();
+        }
+        Running(&self.ticker)
+    }
+}
+
+/// Keeps the epoch ticker going while alive.
+struct Running<'a>(&'a EpochTicker);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const THRESHOLD: &[u8] = include_bytes!("../../rules-wasm/dist/threshold.wasm");
+
+    fn dist(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/rules-wasm/dist/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    fn target(key: &str, mem_pct: f64) -> wit::Target {
+        wit::Target {
+            key: key.into(),
+            hostname: "scadanas".into(),
+            status: wit::Reachability::Online,
+            consecutive_failures: 0,
+            last_error_kind: None,
+            metrics: Some(wit::Metrics {
+                hostname: "scadanas".into(),
+                uptime_seconds: 100,
+                memory: wit::Memory {
+                    total: 100,
+                    used: mem_pct as u64,
+                    free: 100 - mem_pct as u64,
+                    used_percent: mem_pct,
+                },
+                disks: vec![],
+                top_procs_by_mem: vec![],
+                cpu: wit::Cpu { cores: 2, used_percent: 1.0, model_name: String::new() },
+                generated_at_utc: "2025-10-29T12:00:00Z".into(),
+            }),
+        }
+    }
+
+    fn snap(targets: Vec<wit::Target>) -> wit::Snapshot {
+        wit::Snapshot { round: 1, unix_time: 0, targets }
+    }
+
+    fn config(pairs: &[(&str, &str)]) -> Arc<HashMap<String, String>> {
+        Arc::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn threshold_rule_speaks_protocol_wording() {
+        let sb = Sandbox::new(Limits::default()).unwrap();
+        let c = sb.compile(THRESHOLD).unwrap();
+        assert_eq!((c.info.name.as_str(), c.info.version.as_str()), ("threshold", "1.0.0"));
+        assert!(c.info.config.iter().any(|k| k.name == "memory_percent" && k.default_value == "90"));
+        let cfg = config(&[("memory_percent", "80")]);
+        let ev = sb.evaluate(&c, "threshold", cfg.clone(), &snap(vec![target("t1", 85.0)]), &[]).unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].kind, wit::EventKind::Alert);
+        assert_eq!(ev[0].key, "t1/mem");
+        assert_eq!(ev[0].subject, "[ALERT] scadanas memory high");
+        assert_eq!(ev[0].message, "Memory used 85.0% (threshold 80.0%)");
+        // Firing and back below: recovery; not firing and below: nothing.
+        let ev =
+            sb.evaluate(&c, "threshold", cfg.clone(), &snap(vec![target("t1", 65.0)]), &["t1/mem".into()]).unwrap();
+        assert_eq!(
+            (ev[0].kind, ev[0].subject.as_str(), ev[0].message.as_str()),
+            (wit::EventKind::Recovery, "[RECOVERED] scadanas memory", "Memory back to 65.0%")
+        );
+        assert!(sb.evaluate(&c, "threshold", cfg, &snap(vec![target("t1", 65.0)]), &[]).unwrap().is_empty());
+        // Hysteresis: 78% is under 80 but not under 80 - 5.
+        let cfg = config(&[("memory_percent", "80"), ("hysteresis_percent", "5")]);
+        assert!(sb
+            .evaluate(&c, "threshold", cfg, &snap(vec![target("t1", 78.0)]), &["t1/mem".into()])
+            .unwrap()
+            .is_empty());
+        // A bad config value is the rule's error, naming the key.
+        let e = sb.evaluate(&c, "threshold", config(&[("cpu_percent", "lots")]), &snap(vec![]), &[]).unwrap_err();
+        assert_eq!(e.to_string(), "returned an error: config cpu_percent = \"lots\" is not a number");
+    }
+
+    #[test]
+    fn hostile_rules_are_contained() {
+        let sb = Sandbox::new(Limits { timeout: Duration::from_millis(50), ..Limits::default() }).unwrap();
+        let s = snap(vec![target("t1", 50.0)]);
+        let run = |name: &str| {
+            let c = sb.compile(&dist(&format!("test/{name}.wasm"))).unwrap();
+            sb.evaluate(&c, name, config(&[]), &s, &[]).unwrap_err()
+        };
+        let started = std::time::Instant::now();
+        assert!(matches!(run("spin"), EvalError::Timeout(_)));
+        assert!(started.elapsed() < Duration::from_secs(2), "the loop was not stopped in time");
+        assert!(matches!(run("membomb"), EvalError::Trap(_)), "{}", run("membomb"));
+        assert!(matches!(run("panic"), EvalError::Trap(_)));
+        // Building 100k events takes longer than 50 ms in a debug build; give it time so
+        // the output cap, not the deadline, is what stops it.
+        let roomy = Sandbox::new(Limits { timeout: Duration::from_secs(2), ..Limits::default() }).unwrap();
+        let run_roomy = |name: &str| {
+            let c = roomy.compile(&dist(&format!("test/{name}.wasm"))).unwrap();
+            roomy.evaluate(&c, name, config(&[]), &s, &[]).unwrap_err().to_string()
+        };
+        assert_eq!(run_roomy("flood"), "output rejected: 100000 events (limit 1000)");
+        assert_eq!(run_roomy("bigstrings"), "output rejected: event 0: message is 4194304 bytes (limit 4096)");
+        let e = sb.compile(&dist("test/wasi-import.wasm")).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.1.0"
+        );
+        assert!(matches!(sb.compile(b"\0asm garbage"), Err(LoadError::Invalid(_))));
+        assert!(matches!(sb.compile(&THRESHOLD[..THRESHOLD.len() / 2]), Err(LoadError::Invalid(_))));
+        // The sandbox still works for a good rule afterwards.
+        let c = sb.compile(THRESHOLD).unwrap();
+        assert!(sb.evaluate(&c, "threshold", config(&[]), &s, &[]).is_ok());
+    }
+}
