@@ -120,6 +120,27 @@ struct FileConfig {
     reconnect_max_seconds: Option<f64>,
     thresholds: Option<Thresholds>,
     websocket: Option<WsTimings>,
+    rules: Option<RulesFile>,
+}
+
+/// `[rules]`: where rules live and the sandbox every rule runs in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    dir: Option<PathBuf>,
+    builtin: Option<bool>,
+    timeout_ms: Option<u64>,
+    memory_mib: Option<usize>,
+    max_events: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RulesConfig {
+    /// `.wasm` rules (and their `.toml` settings) watched for changes.
+    pub dir: PathBuf,
+    /// Run the built-in threshold rule (unless `dir` holds a `threshold.wasm`).
+    pub builtin: bool,
+    pub limits: crate::rules::Limits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +176,7 @@ pub struct Config {
     pub reconnect_max: Duration,
     pub thresholds: Thresholds,
     pub websocket: WsTimings,
+    pub rules: RulesConfig,
 }
 
 /// Where environment variables come from (the process, or a test's map).
@@ -339,7 +361,32 @@ impl Config {
             return Err(invalid("websocket.read_timeout_seconds must be longer than ping_interval_seconds"));
         }
 
+        let rf = f.rules.unwrap_or_default();
+        let timeout_ms = rf.timeout_ms.unwrap_or(50);
+        if !(1..=10_000).contains(&timeout_ms) {
+            return Err(invalid(format!("rules.timeout_ms = {timeout_ms}: must be between 1 and 10000")));
+        }
+        let memory_mib = rf.memory_mib.unwrap_or(32);
+        if !(1..=1024).contains(&memory_mib) {
+            return Err(invalid(format!("rules.memory_mib = {memory_mib}: must be between 1 and 1024")));
+        }
+        let max_events = rf.max_events.unwrap_or(1000);
+        if !(1..=100_000).contains(&max_events) {
+            return Err(invalid(format!("rules.max_events = {max_events}: must be between 1 and 100000")));
+        }
+        let rules = RulesConfig {
+            dir: rf.dir.unwrap_or_else(|| state_dir.join("rules")),
+            builtin: rf.builtin.unwrap_or(true),
+            limits: crate::rules::Limits {
+                timeout: Duration::from_millis(timeout_ms),
+                memory_bytes: memory_mib << 20,
+                max_events,
+                ..crate::rules::Limits::default()
+            },
+        };
+
         Ok(Config {
+            rules,
             websocket,
             listen: SocketAddr::new(ip, port),
             poll_interval,
@@ -379,8 +426,24 @@ impl Config {
             reconnect_max_seconds: f64,
             thresholds: Thresholds,
             websocket: WsTimings,
+            rules: PrintRules,
+        }
+        #[derive(Serialize)]
+        struct PrintRules {
+            dir: String,
+            builtin: bool,
+            timeout_ms: u64,
+            memory_mib: usize,
+            max_events: usize,
         }
         let p = Printable {
+            rules: PrintRules {
+                dir: self.rules.dir.display().to_string(),
+                builtin: self.rules.builtin,
+                timeout_ms: self.rules.limits.timeout.as_millis() as u64,
+                memory_mib: self.rules.limits.memory_bytes >> 20,
+                max_events: self.rules.limits.max_events,
+            },
             websocket: self.websocket,
             listen: self.listen.ip().to_string(),
             port: self.listen.port(),

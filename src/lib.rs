@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: targets from [`config`] -> [`collect`] (one persistent SSH
 //! session per host, or the gateway's own /proc) -> [`poll`] (one snapshot per
-//! round, each host under a deadline) -> [`hub`] (serialized once) -> [`http`]
+//! round, each host under a deadline) -> [`rules`] (sandboxed Wasm alert rules) ->
+//! [`alert`] (alert once, recover once) -> [`hub`] (serialized once) -> [`http`]
 //! (`/ws` clients, REST, the web page). [`model`] holds the wire types, [`store`]
 //! the few files that must survive a restart.
 //!
@@ -10,11 +11,13 @@
 //! - `config`: TOML + Go MonServ environment variables, validated up front.
 //! - `collect/`: `local`, `ssh` (+ `known_hosts`, `backoff`, `script`), and the pure
 //!   parsers `parse` and `sample`.
-//! - `poll`: the round loop. `hub`: fan-out. `http/`: `ws`, `api`, `page`.
+//! - `poll`: the round loop. `rules/`: `sandbox`, `engine`, `loader`, `convert`.
+//!   `alert`: firing state. `hub`: fan-out. `http/`: `ws`, `api`, `rules_api`, `page`.
 //! - [`Daemon`]: wires it together; `main.rs` adds signals and exit codes.
 
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod collect;
 pub mod config;
 pub mod http;
@@ -46,6 +49,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, reason: String },
     #[error("{0}")]
     Target(String),
+    #[error("rule engine: {0}")]
+    Rules(String),
 }
 
 /// A running monserv: the poll loop and the HTTP server, owned by one tracker.
@@ -54,6 +59,7 @@ pub struct Daemon {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     hub: Arc<hub::Hub>,
+    rules: Arc<rules::RuleEngine>,
 }
 
 impl Daemon {
@@ -88,7 +94,27 @@ impl Daemon {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let hub = Arc::new(hub::Hub::new());
-        let poller = poll::Poller::new(targets, spec, config.poll_interval, config.host_timeout, hub.clone());
+        let sandbox = rules::sandbox::Sandbox::new(config.rules.limits).map_err(StartError::Rules)?;
+        let engine = Arc::new(rules::RuleEngine::new(sandbox));
+        let t = &config.thresholds;
+        let threshold_base = [
+            ("memory_percent", t.memory_percent),
+            ("disk_percent", t.disk_percent),
+            ("cpu_percent", t.cpu_percent),
+            ("proc_ram_percent", t.proc_ram_percent),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let rules_dir =
+            rules::loader::RulesDir { dir: config.rules.dir.clone(), builtin: config.rules.builtin, threshold_base };
+        let mut loader = rules::loader::Loader::new(engine.clone(), rules_dir.clone());
+        // Load before the first round, so that round is evaluated too.
+        loader.sync().await;
+        tracker.spawn(loader.run(shutdown.clone()));
+
+        let mut poller = poll::Poller::new(targets, spec, config.poll_interval, config.host_timeout, hub.clone());
+        poller.rules = Some(engine.clone());
         tracker.spawn(poller.run(shutdown.clone()));
         let state = Arc::new(http::AppState {
             hub: hub.clone(),
@@ -98,11 +124,12 @@ impl Daemon {
             started: std::time::Instant::now(),
             poll_interval: config.poll_interval,
             ws: config.websocket,
+            rules: http::rules_api::RulesApi { engine: engine.clone(), dir: rules_dir },
         });
         tracker.spawn(http::serve(listener, state, config.max_clients));
         tracker.close();
         tracing::info!(%addr, targets = config.targets.len(), interval = ?config.poll_interval, "monserv listening");
-        Ok(Daemon { addr, shutdown, tracker, hub })
+        Ok(Daemon { addr, shutdown, tracker, hub, rules: engine })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -111,6 +138,10 @@ impl Daemon {
 
     pub fn hub(&self) -> &Arc<hub::Hub> {
         &self.hub
+    }
+
+    pub fn rules(&self) -> &Arc<rules::RuleEngine> {
+        &self.rules
     }
 
     /// Stop polling, close every client with a close frame, wait up to `grace`.

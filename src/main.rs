@@ -23,6 +23,57 @@ struct Args {
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Work with alert rules (WebAssembly components).
+    #[command(subcommand)]
+    Rule(RuleCmd),
+}
+
+#[derive(clap::Subcommand)]
+enum RuleCmd {
+    /// Check that a component implements the rule contract and print its description.
+    Check { rule: PathBuf },
+    /// Run a rule once on a snapshot (a captured /api/state) and print its events.
+    Test {
+        rule: PathBuf,
+        /// JSON snapshot: GET /api/state output, or a metrics_update message.
+        #[arg(long)]
+        snapshot: PathBuf,
+        /// Keys the host would report as firing (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        active: Vec<String>,
+        /// Rule config values, `key=value` (repeatable).
+        #[arg(long = "set", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+    },
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn rule_command(cmd: RuleCmd) -> ExitCode {
+    let result = match cmd {
+        RuleCmd::Check { rule } => monserv::rules::cli::check(&rule),
+        RuleCmd::Test { rule, snapshot, active, settings } => {
+            monserv::rules::cli::test(&rule, &snapshot, &active, &settings)
+        }
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("monserv: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -35,6 +86,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    if let Some(Cmd::Rule(cmd)) = args.command {
+        return rule_command(cmd);
+    }
     let config = match Config::load(args.config.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {

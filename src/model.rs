@@ -20,17 +20,21 @@ pub struct ServerMetrics {
     /// is the time of the last successful collection, so clients can see staleness.
     pub generated_at_utc: String,
     /// Additive: CPU usage between this poll and the previous one.
+    #[serde(default)]
     pub cpu: Cpu,
     /// Additive: `online` when this round's collection succeeded, else `offline`.
+    #[serde(default)]
     pub status: HostStatus,
     /// Additive: why the host is offline (never contains a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum HostStatus {
+    /// Also what a snapshot without `status` (from the Go MonServ) means.
+    #[default]
     Online,
     Offline,
 }

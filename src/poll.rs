@@ -4,6 +4,8 @@
 //! A slow, hung or dead host costs the round at most `host_timeout`; it is marked
 //! offline and retried (its collector backs off), and the other hosts' fresh
 //! metrics go out with the same round. Missed ticks are delayed, not bunched up.
+//! After each round the alert rules run on the snapshot; the metrics and then the
+//! round's alerts go to the hub.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -144,6 +146,8 @@ impl PolledTarget {
 
 pub struct Poller {
     pub targets: Vec<PolledTarget>,
+    /// Alert rules evaluated after every round.
+    pub rules: Option<Arc<crate::rules::RuleEngine>>,
     pub spec: SampleSpec,
     pub interval: Duration,
     pub host_timeout: Duration,
@@ -159,7 +163,7 @@ impl Poller {
         host_timeout: Duration,
         hub: Arc<Hub>,
     ) -> Self {
-        Poller { targets, spec, interval, host_timeout, hub, round: 0 }
+        Poller { targets, rules: None, spec, interval, host_timeout, hub, round: 0 }
     }
 
     /// Poll until `shutdown`; then close the SSH sessions politely.
@@ -175,7 +179,15 @@ impl Poller {
                 _ = shutdown.cancelled() => break,
                 s = self.round() => s,
             };
+            // Rules see the round before clients do; each evaluation is time-boxed.
+            let alerts = match &self.rules {
+                Some(engine) => engine.evaluate_round(&snapshot).await,
+                None => Vec::new(),
+            };
             self.hub.publish_metrics(snapshot);
+            for alert in &alerts {
+                self.hub.publish_alert(alert);
+            }
         }
         let closing = self.targets.iter_mut().map(|t| t.collector.close());
         let _ = tokio::time::timeout(Duration::from_secs(1), futures_util::future::join_all(closing)).await;

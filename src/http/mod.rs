@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod page;
+pub mod rules_api;
 pub mod ws;
 
 use std::convert::Infallible;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub started: std::time::Instant,
     pub poll_interval: Duration,
     pub ws: WsTimings,
+    pub rules: rules_api::RulesApi,
 }
 
 /// Accept connections until `shutdown` is cancelled.
@@ -98,10 +100,15 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
         (&Method::GET, "/api/state" | "/api/v1/servers") if !authorized(&req, &state) => unauthorized(),
         (&Method::GET, "/api/state") => api::state(&state),
         (&Method::GET, "/api/v1/servers") => api::servers(&state),
+        (_, p) if p == "/api/v1/rules" || p.starts_with("/api/v1/rules/") => {
+            if !authorized(&req, &state) {
+                unauthorized()
+            } else {
+                rules_api::handle(req, &state).await
+            }
+        }
         (_, "/ws" | "/" | "/index.html" | "/api/v1/health" | "/api/state" | "/api/v1/servers") => {
-            let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET"));
-            r
+            method_not_allowed("GET")
         }
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     };
@@ -114,6 +121,12 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     *r.status_mut() = status;
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
     r.headers_mut().insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    r
+}
+
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
     r
 }
 

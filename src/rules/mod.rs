@@ -6,9 +6,11 @@
 //! versions atomically; `loader` watches the rules directory. What a rule's events
 //! mean for users (alert once, recover once) is `crate::alert`'s business.
 
+pub mod cli;
 pub mod convert;
 pub mod engine;
+pub mod loader;
 pub mod sandbox;
 
-pub use engine::{RuleEngine, RuleStatus};
+pub use engine::{RuleEngine, RuleSettings, RuleStatus, Source};
 pub use sandbox::{Limits, LoadError};

@@ -78,7 +78,8 @@ impl Drop for Lines {
 async fn daemon_with_two_hosts() -> (Sshd, BusyBoxHost, TestDaemon) {
     let sshd = Sshd::start();
     let bb = BusyBoxHost::start("bb-plc-03");
-    let d = TestDaemon::start(&[sshd.url_password(), bb.url()], "poll_interval_seconds = 1").await;
+    let d = TestDaemon::start(&[sshd.url_password(), bb.url()], "poll_interval_seconds = 1\n[rules]\nbuiltin = false")
+        .await;
     let mut ws = d.connect().await;
     support::wait_metrics(&mut ws, Duration::from_secs(20), |d| {
         d.as_object().is_some_and(|o| o.values().all(|m| m["status"] == "online"))

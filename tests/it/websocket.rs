@@ -200,9 +200,11 @@ async fn raw_client(addr: std::net::SocketAddr, recv_buffer: Option<u32>) -> tok
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_client_never_delays_a_live_one() {
-    let d =
-        TestDaemon::start(&["local".into()], "poll_interval_seconds = 30\n[websocket]\nwrite_timeout_seconds = 1.0")
-            .await;
+    let d = TestDaemon::start(
+        &["local".into()],
+        "poll_interval_seconds = 30\n[websocket]\nwrite_timeout_seconds = 1.0\n[rules]\nbuiltin = false",
+    )
+    .await;
     wait_first_round(&d).await;
     let _stalled = raw_client(d.addr, Some(4096)).await;
     let mut live = d.connect().await;
@@ -243,7 +245,7 @@ async fn stalled_client_never_delays_a_live_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_a_whole_alert_ring_behind_is_closed_with_1013() {
-    let d = TestDaemon::start(&["local".into()], "poll_interval_seconds = 30").await;
+    let d = TestDaemon::start(&["local".into()], "poll_interval_seconds = 30\n[rules]\nbuiltin = false").await;
     wait_first_round(&d).await;
     let mut slow = raw_client(d.addr, Some(4096)).await;
     let mut live = d.connect().await;

@@ -1,0 +1,117 @@
+//! `GET /api/v1/rules`, `PUT /api/v1/rules/{name}`, `DELETE /api/v1/rules/{name}`.
+//!
+//! Changing rules over HTTP needs the auth token: with no `auth_token` configured,
+//! PUT and DELETE answer 403 (rules are then managed through the rules directory).
+//! An upload is validated exactly like a dropped-in file (compile, contract, trial
+//! evaluation under the sandbox) before it is swapped in and written atomically to
+//! the rules directory, so it survives a restart.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::{json, json_error, method_not_allowed, AppState, Body};
+use crate::rules::loader::{valid_name, RulesDir, BUILTIN_NAME, BUILTIN_THRESHOLD, MAX_RULE_BYTES};
+use crate::rules::{RuleEngine, Source};
+
+#[derive(Clone)]
+pub struct RulesApi {
+    pub engine: Arc<RuleEngine>,
+    pub dir: RulesDir,
+}
+
+pub async fn handle(req: Request<Incoming>, state: &AppState) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let name = path.strip_prefix("/api/v1/rules").unwrap_or_default().trim_start_matches('/').to_string();
+    match (req.method().clone(), name.is_empty()) {
+        (Method::GET, true) => list(&state.rules),
+        (_, true) => method_not_allowed("GET"),
+        (Method::PUT | Method::DELETE, false) if state.auth_token.is_none() => json_error(
+            StatusCode::FORBIDDEN,
+            "changing rules over HTTP needs auth_token in the configuration; use the rules directory instead",
+        ),
+        (_, false) if !valid_name(&name) => {
+            json_error(StatusCode::BAD_REQUEST, "rule names are 1-64 lowercase letters, digits, '-' or '_'")
+        }
+        (Method::PUT, false) => upload(req, &name, &state.rules).await,
+        (Method::DELETE, false) => delete(&name, &state.rules).await,
+        (_, false) => method_not_allowed("PUT, DELETE"),
+    }
+}
+
+fn list(api: &RulesApi) -> Response<Body> {
+    let rejected: Vec<serde_json::Value> = api
+        .engine
+        .rejected()
+        .into_iter()
+        .map(|(name, reason)| serde_json::json!({ "name": name, "reason": reason }))
+        .collect();
+    let body = serde_json::json!({
+        "success": true,
+        "data": { "rules": api.engine.status(), "rejected": rejected, "dir": api.dir.dir.display().to_string() },
+    });
+    json(StatusCode::OK, body.to_string())
+}
+
+async fn upload(req: Request<Incoming>, name: &str, api: &RulesApi) -> Response<Body> {
+    let bytes: Bytes = match Limited::new(req.into_body(), MAX_RULE_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("rules are limited to {MAX_RULE_BYTES} bytes"))
+        }
+    };
+    let settings = match api.dir.settings_for(name) {
+        Ok(s) => s,
+        Err(e) => return json_error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+    };
+    match api.engine.install(name, bytes.to_vec(), settings, Source::File).await {
+        Ok(info) => {
+            api.engine.set_rejected(name, None);
+            if let Err(e) = crate::store::write_atomic(&api.dir.wasm_path(name), &bytes) {
+                tracing::warn!(rule = name, error = %e, "uploaded rule is running but could not be saved");
+                return json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("rule is running but was not saved: {e}"),
+                );
+            }
+            json(StatusCode::OK, serde_json::json!({ "success": true, "data": info }).to_string())
+        }
+        Err(reason) => {
+            tracing::warn!(rule = name, %reason, "uploaded rule rejected; the previous version (if any) keeps running");
+            json_error(StatusCode::UNPROCESSABLE_ENTITY, &format!("rule rejected: {reason}"))
+        }
+    }
+}
+
+async fn delete(name: &str, api: &RulesApi) -> Response<Body> {
+    let path = api.dir.wasm_path(name);
+    let had_file = match std::fs::remove_file(&path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot delete {}: {e}", path.display()))
+        }
+    };
+    if name == BUILTIN_NAME && api.dir.builtin {
+        if !had_file {
+            return json_error(
+                StatusCode::CONFLICT,
+                "the built-in rule cannot be deleted; set [rules] builtin = false",
+            );
+        }
+        // The override is gone: the built-in version takes over again.
+        let settings = api.dir.settings_for(name).unwrap_or_default();
+        return match api.engine.install(name, BUILTIN_THRESHOLD.to_vec(), settings, Source::Builtin).await {
+            Ok(_) => json(StatusCode::OK, r#"{"success":true,"data":{"restored":"builtin"}}"#),
+            Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        };
+    }
+    if api.engine.remove(name) || had_file {
+        json(StatusCode::OK, r#"{"success":true}"#)
+    } else {
+        json_error(StatusCode::NOT_FOUND, "no such rule")
+    }
+}
