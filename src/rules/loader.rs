@@ -145,9 +145,8 @@ impl Loader {
                         if self.engine.digest_of(name) == Some(d) || self.rejected.get(name) == Some(&d) {
                             continue;
                         }
-                        self.engine.install(name, bytes.clone(), settings, source.clone()).await.map_err(|e| {
+                        self.engine.install(name, bytes.clone(), settings, source.clone()).await.inspect_err(|_| {
                             self.rejected.insert(name.clone(), d);
-                            e
                         })
                     }
                 },
