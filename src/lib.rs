@@ -109,7 +109,8 @@ impl Daemon {
         let rules_dir =
             rules::loader::RulesDir { dir: config.rules.dir.clone(), builtin: config.rules.builtin, threshold_base };
         let mut loader = rules::loader::Loader::new(engine.clone(), rules_dir.clone());
-        // Load before the first round, so that round is evaluated too.
+        // Watch, then load before the first round, so that round is evaluated too.
+        loader.watch();
         loader.sync().await;
         tracker.spawn(loader.run(shutdown.clone()));
 

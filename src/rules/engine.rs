@@ -55,6 +55,11 @@ struct Stats {
     last_error: Option<String>,
     last_eval: Duration,
     quarantined_until: Option<Instant>,
+    /// Poll rounds of the first and latest evaluation of this rule (any version).
+    first_round: Option<u64>,
+    last_round: u64,
+    /// Versions that replaced an earlier one.
+    swaps: u64,
 }
 
 /// What `GET /api/v1/rules` shows of a rule.
@@ -69,6 +74,9 @@ pub struct RuleStatus {
     pub evaluations: u64,
     pub failures: u64,
     pub last_eval_micros: u64,
+    pub first_round: Option<u64>,
+    pub last_round: u64,
+    pub swaps: u64,
     pub firing: usize,
     pub loaded_at: String,
     pub config: BTreeMap<String, String>,
@@ -158,13 +166,14 @@ impl RuleEngine {
         .await
         .map_err(|e| format!("compiler task failed: {e}"))??;
         let info = compiled.info.clone();
+        let mut rules = self.rules.write().unwrap_or_else(|e| e.into_inner());
         // Counters follow the rule across versions; only the failure streak restarts.
-        let carried = self
-            .rules
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let carried = rules
             .get(name)
-            .map(|p| Stats { consecutive_failures: 0, quarantined_until: None, ..lock(&p.stats).clone() })
+            .map(|p| {
+                let s = lock(&p.stats).clone();
+                Stats { consecutive_failures: 0, quarantined_until: None, swaps: s.swaps + 1, ..s }
+            })
             .unwrap_or_default();
         let slot = Arc::new(Slot {
             name: name.to_string(),
@@ -176,7 +185,8 @@ impl RuleEngine {
             loaded_at: SystemTime::now(),
             stats: Mutex::new(carried),
         });
-        let previous = self.rules.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), slot);
+        let previous = rules.insert(name.to_string(), slot);
+        drop(rules);
         match previous {
             Some(p) => {
                 tracing::info!(rule = name, version = %info.version, previous = %p.compiled.info.version, "rule replaced")
@@ -249,9 +259,16 @@ impl RuleEngine {
         let now = Instant::now();
         for (slot, result) in results {
             let Some((result, took)) = result else { continue };
-            let mut stats = lock(&slot.stats);
+            // Book the result on the version loaded now: a swap during the round
+            // must neither lose this evaluation from the counters nor its events.
+            let Some(current) = self.rules.read().unwrap_or_else(|e| e.into_inner()).get(&slot.name).cloned() else {
+                continue; // removed during the round
+            };
+            let mut stats = lock(&current.stats);
             stats.evaluations += 1;
             stats.last_eval = took;
+            stats.first_round.get_or_insert(snapshot.round);
+            stats.last_round = snapshot.round;
             match result {
                 Ok(events) => {
                     if stats.quarantined_until.take().is_some() || stats.consecutive_failures > 0 {
@@ -259,19 +276,12 @@ impl RuleEngine {
                     }
                     stats.consecutive_failures = 0;
                     drop(stats);
-                    if self.is_current(&slot) {
-                        messages.extend(lock(&self.alerts).apply(&slot.name, events, slot.hold_for, now));
-                    }
+                    messages.extend(lock(&self.alerts).apply(&slot.name, events, slot.hold_for, now));
                 }
                 Err(e) => self.failed(&slot, &mut stats, e),
             }
         }
         messages
-    }
-
-    /// Still the loaded version (not removed or replaced during the round)?
-    fn is_current(&self, slot: &Arc<Slot>) -> bool {
-        self.rules.read().unwrap_or_else(|e| e.into_inner()).get(&slot.name).is_some_and(|s| s.digest == slot.digest)
     }
 
     fn failed(&self, slot: &Slot, stats: &mut Stats, e: EvalError) {
@@ -311,6 +321,9 @@ impl RuleEngine {
                     evaluations: st.evaluations,
                     failures: st.failures,
                     last_eval_micros: st.last_eval.as_micros() as u64,
+                    first_round: st.first_round,
+                    last_round: st.last_round,
+                    swaps: st.swaps,
                     firing: alerts.firing_count(&s.name),
                     loaded_at: crate::model::rfc3339_utc(s.loaded_at),
                     config: s.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

@@ -71,11 +71,37 @@ pub struct Loader {
     dir: PathBuf,
     /// Digests of candidates already rejected, so a bad file is reported once.
     rejected: HashMap<String, u64>,
+    /// Wake-ups from the watcher (capacity 1: a pending one covers any later event).
+    wake: Option<mpsc::Receiver<()>>,
+    watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Loader {
     pub fn new(engine: Arc<RuleEngine>, rules: RulesDir) -> Self {
-        Loader { engine, dir: rules.dir.clone(), rules, rejected: HashMap::new() }
+        Loader { engine, dir: rules.dir.clone(), rules, rejected: HashMap::new(), wake: None, watcher: None }
+    }
+
+    /// Create the directory and start watching it. Call before the first `sync`, so
+    /// that a file landing in between is not missed.
+    pub fn watch(&mut self) {
+        if let Err(e) = std::fs::create_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot create the rules directory; only the built-in rule runs");
+        }
+        let (tx, rx) = mpsc::channel::<()>(1);
+        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+            let _ = tx.try_send(());
+        })
+        .and_then(|mut w| {
+            use notify::Watcher;
+            w.watch(&self.dir, notify::RecursiveMode::NonRecursive).map(|_| w)
+        });
+        match watcher {
+            Ok(w) => self.watcher = Some(w),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the rules directory; rescanning every 30 s")
+            }
+        }
+        self.wake = Some(rx);
     }
 
     /// Parse `<name>.toml`: `for_seconds` for the host, everything else as text.
@@ -174,26 +200,11 @@ impl Loader {
         }
     }
 
-    /// Watch the directory until `shutdown`.
+    /// Reload on changes until `shutdown` (`watch` first).
     pub async fn run(mut self, shutdown: CancellationToken) {
-        if let Err(e) = std::fs::create_dir_all(&self.dir) {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot create the rules directory; only the built-in rule runs");
-        }
-        // Capacity 1: a pending wake-up already covers any further events.
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-            let _ = tx.try_send(());
-        })
-        .and_then(|mut w| {
-            use notify::Watcher;
-            w.watch(&self.dir, notify::RecursiveMode::NonRecursive).map(|_| w)
-        });
-        let _watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the rules directory; rescanning every 30 s");
-                None
-            }
+        let Some(mut rx) = self.wake.take() else {
+            tracing::error!("rules loader started without watch(); not watching");
+            return;
         };
         loop {
             tokio::select! {

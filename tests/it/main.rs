@@ -10,4 +10,5 @@ mod clients;
 mod collect_hosts;
 mod failures;
 mod rest;
+mod rules;
 mod websocket;

@@ -48,6 +48,22 @@ impl TestDaemon {
         )
     }
 
+    /// The rules directory (created if the loader has not yet).
+    pub fn rules_dir(&self) -> std::path::PathBuf {
+        let dir = self.state_dir.path().join("rules");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// `GET /api/v1/rules` (with a token if given).
+    pub async fn rules(&self, token: Option<&str>) -> Value {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let (status, body) = http_get(self.addr, "/api/v1/rules", &headers).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["data"].clone()
+    }
+
     pub fn hub(&self) -> &std::sync::Arc<monserv::hub::Hub> {
         self.daemon.as_ref().unwrap().hub()
     }
@@ -112,14 +128,28 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
 }
 
 pub async fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    http_send(addr, method, path, headers, &[]).await
+}
+
+pub async fn http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.expect("http timeout").unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -151,4 +181,34 @@ pub fn fstype_of(path: &str) -> String {
         .max()
         .map(|(_, t)| t)
         .unwrap()
+}
+
+/// A component from `rules-wasm/dist/`.
+pub fn dist(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/rules-wasm/dist/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Write a file the way an operator's `cp` to a temp name plus `mv` would.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Read messages for `period`, returning the alerts seen (and the metrics count).
+pub async fn collect_for(ws: &mut Ws, period: Duration) -> (Vec<Value>, usize) {
+    let end = Instant::now() + period;
+    let (mut alerts, mut metrics) = (Vec::new(), 0);
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let Ok(Some(Ok(msg))) = tokio::time::timeout(left, ws.next()).await else { break };
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            match v["type"].as_str() {
+                Some("alert") => alerts.push(v),
+                Some("metrics_update") => metrics += 1,
+                _ => panic!("unexpected message {v}"),
+            }
+        }
+    }
+    (alerts, metrics)
 }
