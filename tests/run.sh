@@ -48,8 +48,17 @@ if [ ! -d tests/clients/node_modules/ws ] || [ ! -d tests/clients/node_modules/p
     (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    log "adding the wasm32-unknown-unknown target (rule components)"
+    rustup target add wasm32-unknown-unknown
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path rules-wasm/Cargo.toml --all -- --check
+
+log "rules-wasm/dist is built from its sources"
+cargo run --quiet --manifest-path rules-wasm/Cargo.toml -p builder -- --check
 
 log "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings

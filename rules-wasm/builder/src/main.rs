@@ -56,7 +56,10 @@ fn main() -> Result<()> {
         }
     }
     if !stale.is_empty() {
-        bail!("rules-wasm/dist is stale; rebuild with `cargo run --manifest-path rules-wasm/Cargo.toml -p builder`: {}", stale.join(", "));
+        bail!(
+            "rules-wasm/dist is stale; rebuild with `cargo run --manifest-path rules-wasm/Cargo.toml -p builder`: {}",
+            stale.join(", ")
+        );
     }
     if check {
         println!("rules-wasm/dist matches its sources ({} components)", RULES.len());
@@ -69,11 +72,8 @@ fn cargo_build(manifest_dir: &Path, package: Option<&str>, remap_from: &Path) ->
         .map(PathBuf::from)
         .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .context("CARGO_HOME or HOME")?;
-    let rustflags = format!(
-        "--remap-path-prefix={}=/rules --remap-path-prefix={}=/cargo",
-        remap_from.display(),
-        home.display()
-    );
+    let rustflags =
+        format!("--remap-path-prefix={}=/rules --remap-path-prefix={}=/cargo", remap_from.display(), home.display());
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(manifest_dir)
         .args(["build", "--release", "--target", "wasm32-unknown-unknown", "--quiet"])
@@ -112,7 +112,12 @@ fn build_external(dir: &Path) -> Result<Vec<u8>> {
     let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))?;
     let name = manifest
         .lines()
-        .find_map(|l| l.trim().strip_prefix("name").and_then(|r| r.trim().strip_prefix('=')).map(|v| v.trim().trim_matches('"').to_string()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("name")
+                .and_then(|r| r.trim().strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+        })
         .context("no package name in Cargo.toml")?;
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| dir.join("target"));
     componentize(&target.join("wasm32-unknown-unknown/release").join(format!("{}.wasm", name.replace('-', "_"))))

@@ -36,10 +36,22 @@ impl Guest for Threshold {
             name: String::from("threshold"),
             version: String::from(env!("CARGO_PKG_VERSION")),
             config: vec![
-                config_key("memory_percent", "90", "alert when memory used exceeds this percentage (MEM_THRESHOLD_PERCENT)"),
-                config_key("disk_percent", "90", "alert when a disk is fuller than this percentage (DISK_THRESHOLD_PERCENT)"),
+                config_key(
+                    "memory_percent",
+                    "90",
+                    "alert when memory used exceeds this percentage (MEM_THRESHOLD_PERCENT)",
+                ),
+                config_key(
+                    "disk_percent",
+                    "90",
+                    "alert when a disk is fuller than this percentage (DISK_THRESHOLD_PERCENT)",
+                ),
                 config_key("cpu_percent", "80", "alert when CPU use exceeds this percentage (CPU_THRESHOLD_PERCENT)"),
-                config_key("proc_ram_percent", "90", "alert when one process uses more RAM than this percentage (PROC_RAM_THRESHOLD_PERCENT)"),
+                config_key(
+                    "proc_ram_percent",
+                    "90",
+                    "alert when one process uses more RAM than this percentage (PROC_RAM_THRESHOLD_PERCENT)",
+                ),
                 config_key("hysteresis_percent", "0", "recover only below threshold minus this margin"),
                 config_key("unreachable_polls", "3", "alert when a host failed this many polls in a row"),
             ],
@@ -108,7 +120,12 @@ fn check_metrics(s: &Settings, active: &Active, target: &str, m: &Metrics, event
             v,
             s.disk,
             s.margin,
-            || (format!("[ALERT] {host} disk {mount} high"), format!("Disk {mount} used {}% (threshold {}%)", pct(v), pct(s.disk))),
+            || {
+                (
+                    format!("[ALERT] {host} disk {mount} high"),
+                    format!("Disk {mount} used {}% (threshold {}%)", pct(v), pct(s.disk)),
+                )
+            },
             || (format!("[RECOVERED] {host} disk {mount}"), format!("Disk {mount} back to {}%", pct(v))),
         ));
     }
@@ -127,8 +144,18 @@ fn check_metrics(s: &Settings, active: &Active, target: &str, m: &Metrics, event
             v,
             s.proc_ram,
             s.margin,
-            || (format!("[ALERT] {host} proc {name}({pid}) RAM high"), format!("Process {name}({pid}) uses {}% RAM (th {}%)", pct(v), pct(s.proc_ram))),
-            || (format!("[RECOVERED] {host} proc {name}({pid}) RAM"), format!("Process {name}({pid}) back to {}% RAM", pct(v))),
+            || {
+                (
+                    format!("[ALERT] {host} proc {name}({pid}) RAM high"),
+                    format!("Process {name}({pid}) uses {}% RAM (th {}%)", pct(v), pct(s.proc_ram)),
+                )
+            },
+            || {
+                (
+                    format!("[RECOVERED] {host} proc {name}({pid}) RAM"),
+                    format!("Process {name}({pid}) back to {}% RAM", pct(v)),
+                )
+            },
         ));
     }
     // A firing process that left the top list (exited, or shrank below the others).

@@ -28,7 +28,11 @@ impl Guest for Reboot {
                     format!("Up for only {} s (booted recently)", m.uptime_seconds),
                 ));
             } else if active.contains(&key) {
-                events.push(recovery(key, format!("[RECOVERED] {} rebooted", m.hostname), format!("Up for {} s", m.uptime_seconds)));
+                events.push(recovery(
+                    key,
+                    format!("[RECOVERED] {} rebooted", m.hostname),
+                    format!("Up for {} s", m.uptime_seconds),
+                ));
             }
         }
         Ok(events)

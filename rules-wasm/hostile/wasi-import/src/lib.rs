@@ -14,7 +14,12 @@ impl Guest for Hostile {
 
     fn evaluate(_snapshot: Snapshot, _active_keys: Vec<String>) -> Result<Vec<Event>, String> {
         let now = wasi::clocks::wall_clock::now();
-        Ok(vec![Event { kind: EventKind::Alert, key: "t".into(), subject: format!("{}", now.seconds), message: String::new() }])
+        Ok(vec![Event {
+            kind: EventKind::Alert,
+            key: "t".into(),
+            subject: format!("{}", now.seconds),
+            message: String::new(),
+        }])
     }
 }
 
