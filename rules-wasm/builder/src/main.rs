@@ -99,10 +99,14 @@ fn componentize(module_path: &Path) -> Result<Vec<u8>> {
         .context("encoding the component")
 }
 
+fn target_dir(default: &Path) -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| default.join("target"))
+}
+
 fn build(workspace: &Path, package: &str) -> Result<Vec<u8>> {
     cargo_build(workspace, Some(package), workspace)?;
     let file = format!("{}.wasm", package.replace('-', "_"));
-    componentize(&workspace.join("target/wasm32-unknown-unknown/release").join(file))
+    componentize(&target_dir(workspace).join("wasm32-unknown-unknown/release").join(file))
 }
 
 /// A user's rule crate outside this workspace (built in its own target dir).
@@ -119,6 +123,5 @@ fn build_external(dir: &Path) -> Result<Vec<u8>> {
                 .map(|v| v.trim().trim_matches('"').to_string())
         })
         .context("no package name in Cargo.toml")?;
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| dir.join("target"));
-    componentize(&target.join("wasm32-unknown-unknown/release").join(format!("{}.wasm", name.replace('-', "_"))))
+    componentize(&target_dir(&dir).join("wasm32-unknown-unknown/release").join(format!("{}.wasm", name.replace('-', "_"))))
 }
