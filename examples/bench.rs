@@ -59,12 +59,18 @@ async fn main() {
                 idle_rss(n).await
             }
         }
+        Some("rules") => {
+            for n in numbers() {
+                rules(n).await
+            }
+        }
+        Some("swap") => swap().await,
         Some("poll") => {
             for n in numbers() {
                 poll(n).await
             }
         }
-        _ => eprintln!("usage: bench fanout N... | idle-rss N... | poll TARGETS..."),
+        _ => eprintln!("usage: bench fanout N... | idle-rss N... | poll TARGETS... | rules HOSTS... | swap"),
     }
 }
 
@@ -298,4 +304,94 @@ async fn poll(targets: usize) {
         ms(Duration::from_secs_f64(target_cpu)),
         sshd.accepted_logins(support::fixtures::PW_USER)
     );
+}
+
+/// The built-in rule on a snapshot of N hosts (copies of this machine's metrics):
+/// convert + evaluate + alert bookkeeping per round, and the compile time.
+async fn rules(hosts: usize) {
+    use monserv::rules::{loader, sandbox::Sandbox, Limits, RuleEngine, RuleSettings, Source};
+    let d =
+        support::TestDaemon::start(&["local".into()], "poll_interval_seconds = 86400\n[rules]\nbuiltin = false").await;
+    let mut ws = d.connect().await;
+    support::wait_metrics(&mut ws, Duration::from_secs(10), |_| true).await;
+    let template = d.hub().latest().snapshot.expect("round");
+    let mut snapshot = (*template).clone();
+    let one = snapshot.targets[0].clone();
+    snapshot.targets = (0..hosts)
+        .map(|i| {
+            let mut t = one.clone();
+            t.url = format!("ssh://scada:***@10.1.{}.{}:22", i / 250, i % 250);
+            t
+        })
+        .collect();
+    let sandbox = Sandbox::new(Limits::default()).unwrap();
+    let mut compile = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        sandbox.compile(loader::BUILTIN_THRESHOLD).unwrap();
+        compile.push(t.elapsed());
+    }
+    compile.sort();
+    let engine = RuleEngine::new(sandbox);
+    engine
+        .install("threshold", loader::BUILTIN_THRESHOLD.to_vec(), RuleSettings::default(), Source::Builtin)
+        .await
+        .unwrap();
+    let mut times = Vec::new();
+    for round in 0..200u64 {
+        snapshot.round = round;
+        let t = Instant::now();
+        engine.evaluate_round(&snapshot).await;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let status = &engine.status()[0];
+    println!(
+        "| built-in rule | {hosts} hosts | round p50 {} | p99 {} | rule alone (last) {} us | compile p50 {} |",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99)),
+        status.last_eval_micros,
+        ms(percentile(&compile, 0.5))
+    );
+    d.shutdown().await;
+}
+
+/// File lands in the rules directory -> the new version is loaded (swap count
+/// changes in GET /api/v1/rules). Includes the watcher's 300 ms quiet period.
+async fn swap() {
+    let d = support::TestDaemon::start(&["local".into()], "poll_interval_seconds = 1\n[rules]\nbuiltin = false").await;
+    let dir = d.rules_dir();
+    let reboot = support::dist("examples/reboot.wasm");
+    let mut latencies = Vec::new();
+    for i in 0..11usize {
+        let mut bytes = reboot.clone();
+        let name = format!("bench-{i}");
+        bytes.push(0);
+        bytes.push((name.len() + 1) as u8);
+        bytes.push(name.len() as u8);
+        bytes.extend_from_slice(name.as_bytes());
+        let t = Instant::now();
+        support::write_atomically(&dir.join("reboot.wasm"), &bytes);
+        loop {
+            let rules = d.rules(None).await;
+            let swaps =
+                rules["rules"].as_array().unwrap().first().map(|r| r["swaps"].as_u64().unwrap() as i64).unwrap_or(-1);
+            if swaps == i as i64 - 1 + 1 && !(i == 0 && rules["rules"].as_array().unwrap().is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if i > 0 {
+            latencies.push(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    latencies.sort();
+    println!(
+        "| swap | file landed -> new version live | p50 {} | max {} | {} swaps |",
+        ms(percentile(&latencies, 0.5)),
+        ms(*latencies.last().unwrap()),
+        latencies.len()
+    );
+    d.shutdown().await;
 }

@@ -195,27 +195,50 @@ fn rule_cli(args: &[&str]) -> (i32, String, String) {
 #[test]
 fn rule_test_runs_example_rules_on_a_snapshot() {
     let snap = "@ROOT/tests/fixtures/snapshots/plant.json";
-    let (code, out, err) = rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/examples/reboot.wasm", "--snapshot", snap]);
+    let (code, out, err) =
+        rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/examples/reboot.wasm", "--snapshot", snap]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
         "alert    ssh://scada:***@192.168.4.3:2222/reboot  [ALERT] scadanas rebooted  Up for only 120 s (booted recently)\n1 events from 2 targets\n"
     );
-    let (code, out, err) = rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/examples/low-disk-space.wasm", "--snapshot", snap]);
+    let (code, out, err) =
+        rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/examples/low-disk-space.wasm", "--snapshot", snap]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("alert    ssh://scada:***@192.168.4.3:2222/free//var  [ALERT] scadanas disk /var low on space  Disk /var has 200 MiB free (minimum 1024 MiB)\n"), "{out}");
     assert!(out.ends_with("1 events from 2 targets\n"), "{out}");
     // The built-in rule, with settings and firing keys given on the command line.
-    let (code, out, _) = rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/threshold.wasm", "--snapshot", snap, "--set", "disk_percent=100"]);
+    let (code, out, _) = rule_cli(&[
+        "rule",
+        "test",
+        "@ROOT/rules-wasm/dist/threshold.wasm",
+        "--snapshot",
+        snap,
+        "--set",
+        "disk_percent=100",
+    ]);
     assert_eq!(code, 0);
     assert_eq!(out, "alert    ssh://scada:***@192.168.4.3:2222/mem  [ALERT] scadanas memory high  Memory used 95.0% (threshold 90.0%)\n1 events from 2 targets\n");
-    let (_, out, _) = rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/threshold.wasm", "--snapshot", snap, "--set", "memory_percent=99", "--set", "disk_percent=100", "--active", "local/mem,ssh://scada:***@192.168.4.3:2222/disk//var"]);
+    let (_, out, _) = rule_cli(&[
+        "rule",
+        "test",
+        "@ROOT/rules-wasm/dist/threshold.wasm",
+        "--snapshot",
+        snap,
+        "--set",
+        "memory_percent=99",
+        "--set",
+        "disk_percent=100",
+        "--active",
+        "local/mem,ssh://scada:***@192.168.4.3:2222/disk//var",
+    ]);
     assert!(out.contains("recovery local/mem  [RECOVERED] gw-01 memory  Memory back to 25.0%\n"), "{out}");
     assert!(out.contains("recovery ssh://scada:***@192.168.4.3:2222/disk//var  [RECOVERED] scadanas disk /var  Disk /var back to 99.0%\n"), "{out}");
     // A hostile rule gets a clear error, not a hang.
     let (code, _, err) = rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/test/spin.wasm", "--snapshot", snap]);
     assert_eq!((code, err.trim()), (1, "monserv: rule hostile-spin: exceeded its 50ms time limit"));
-    let (code, _, err) = rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/threshold.wasm", "--snapshot", "@ROOT/Cargo.toml"]);
+    let (code, _, err) =
+        rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/threshold.wasm", "--snapshot", "@ROOT/Cargo.toml"]);
     assert_eq!(code, 1);
     assert!(err.contains("snapshot is not JSON"), "{err}");
 }
@@ -225,10 +248,16 @@ fn rule_check_validates_the_contract() {
     let (code, out, err) = rule_cli(&["rule", "check", "@ROOT/rules-wasm/dist/examples/low-disk-space.wasm"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("OK, rule \"low-disk-space\" version 0.1.0\n"), "{out}");
-    assert!(out.contains("  min_free_mib (default 1024): alert when a filesystem has less free space than this\n"), "{out}");
+    assert!(
+        out.contains("  min_free_mib (default 1024): alert when a filesystem has less free space than this\n"),
+        "{out}"
+    );
     let (code, _, err) = rule_cli(&["rule", "check", "@ROOT/rules-wasm/dist/test/wasi-import.wasm"]);
     assert_eq!(code, 1);
-    assert!(err.contains("imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.1.0"), "{err}");
+    assert!(
+        err.contains("imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.1.0"),
+        "{err}"
+    );
     let (code, _, err) = rule_cli(&["rule", "check", "@ROOT/Cargo.toml"]);
     assert_eq!(code, 1);
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
