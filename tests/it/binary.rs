@@ -262,3 +262,43 @@ fn rule_check_validates_the_contract() {
     assert_eq!(code, 1);
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_threshold_env_drives_the_builtin_rule() {
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .env("SERVERS", "local")
+        .env("SERVER_PORT", port.to_string())
+        .env("LISTEN_ADDRESS", "127.0.0.1")
+        .env("POLL_INTERVAL_SECONDS", "0.5")
+        .env("STATE_DIRECTORY", state.path())
+        .env("MEM_THRESHOLD_PERCENT", "0.5")
+        .env("CPU_THRESHOLD_PERCENT", "100")
+        .env("DISK_THRESHOLD_PERCENT", "100")
+        .env("PROC_RAM_THRESHOLD_PERCENT", "100")
+        .env("MONSERV_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let start = Instant::now();
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((ws, _)) => break ws,
+            Err(_) if start.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let host = crate::support::machine_hostname();
+    let alert = loop {
+        let msg = crate::support::next_json(&mut ws, Duration::from_secs(10)).await;
+        if msg["type"] == "alert" {
+            break msg;
+        }
+    };
+    assert_eq!(alert["subject"], format!("[ALERT] {host} memory high"));
+    assert!(alert["message"].as_str().unwrap().ends_with("% (threshold 0.5%)"), "{alert}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
