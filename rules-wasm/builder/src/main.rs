@@ -123,5 +123,7 @@ fn build_external(dir: &Path) -> Result<Vec<u8>> {
                 .map(|v| v.trim().trim_matches('"').to_string())
         })
         .context("no package name in Cargo.toml")?;
-    componentize(&target_dir(&dir).join("wasm32-unknown-unknown/release").join(format!("{}.wasm", name.replace('-', "_"))))
+    componentize(
+        &target_dir(&dir).join("wasm32-unknown-unknown/release").join(format!("{}.wasm", name.replace('-', "_"))),
+    )
 }
