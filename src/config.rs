@@ -282,9 +282,17 @@ impl Config {
             }
         }
 
+        // systemd credentials (LoadCredential=): secrets kept out of the environment
+        // and out of monserv.toml. The environment still wins, as everywhere.
+        let credential = |name: &str| {
+            let dir = env.get("CREDENTIALS_DIRECTORY")?;
+            let text = std::fs::read_to_string(Path::new(&dir).join(name)).ok()?;
+            Some(text.trim().to_string()).filter(|t| !t.is_empty())
+        };
         let identity_file = env.get("SSH_IDENTITY_FILE").map(PathBuf::from).or(f.identity_file);
         let mut targets = Vec::new();
-        let entries: Vec<(String, Option<PathBuf>)> = match env.get("SERVERS") {
+        let servers = env.get("SERVERS").or_else(|| credential("servers").map(|c| c.replace('\n', ",")));
+        let entries: Vec<(String, Option<PathBuf>)> = match servers {
             Some(list) => {
                 list.split(',').filter(|s| !s.trim().is_empty()).map(|s| (s.trim().to_string(), None)).collect()
             }
@@ -342,7 +350,8 @@ impl Config {
             .map(|s| PathBuf::from(s.split(':').next().unwrap_or_default()))
             .or(f.state_dir)
             .unwrap_or_else(default_state_dir);
-        let auth_token = env.get("MONSERV_AUTH_TOKEN").or(f.auth_token).map(Secret::new);
+        let auth_token =
+            env.get("MONSERV_AUTH_TOKEN").or_else(|| credential("auth_token")).or(f.auth_token).map(Secret::new);
         if auth_token.as_ref().is_some_and(|t| t.expose().len() < 8) {
             return Err(invalid("auth_token: must be at least 8 characters"));
         }

@@ -26,6 +26,7 @@ pub mod model;
 pub mod poll;
 pub mod rules;
 pub mod store;
+pub mod systemd;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub struct Daemon {
     tracker: TaskTracker,
     hub: Arc<hub::Hub>,
     rules: Arc<rules::RuleEngine>,
+    notifier: Option<Arc<systemd::Notifier>>,
 }
 
 impl Daemon {
@@ -116,6 +118,7 @@ impl Daemon {
 
         let mut poller = poll::Poller::new(targets, spec, config.poll_interval, config.host_timeout, hub.clone());
         poller.rules = Some(engine.clone());
+        let heartbeat = poller.heartbeat.clone();
         tracker.spawn(poller.run(shutdown.clone()));
         let state = Arc::new(http::AppState {
             hub: hub.clone(),
@@ -128,9 +131,19 @@ impl Daemon {
             rules: http::rules_api::RulesApi { engine: engine.clone(), dir: rules_dir },
         });
         tracker.spawn(http::serve(listener, state, config.max_clients));
+        let notifier = systemd::Notifier::from_env().map(Arc::new);
+        if let Some(n) = &notifier {
+            n.notify(&format!("READY=1\nSTATUS=serving {} targets on {addr}", config.targets.len()));
+            if let Some(period) = systemd::watchdog_period() {
+                // A round may take the interval plus the host deadline plus the rules'
+                // time limits; three rounds' worth of silence means the loop is stuck.
+                let stale_after = (config.poll_interval + config.host_timeout) * 3 + Duration::from_secs(5);
+                tracker.spawn(systemd::watchdog(n.clone(), period, heartbeat, stale_after, shutdown.clone()));
+            }
+        }
         tracker.close();
         tracing::info!(%addr, targets = config.targets.len(), interval = ?config.poll_interval, "monserv listening");
-        Ok(Daemon { addr, shutdown, tracker, hub, rules: engine })
+        Ok(Daemon { addr, shutdown, tracker, hub, rules: engine, notifier })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -148,6 +161,9 @@ impl Daemon {
     /// Stop polling, close every client with a close frame, wait up to `grace`.
     /// Returns false when some task did not finish in time.
     pub async fn shutdown(self, grace: Duration) -> bool {
+        if let Some(n) = &self.notifier {
+            n.notify("STOPPING=1");
+        }
         self.shutdown.cancel();
         tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
     }

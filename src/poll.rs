@@ -152,6 +152,8 @@ pub struct Poller {
     pub interval: Duration,
     pub host_timeout: Duration,
     pub hub: Arc<Hub>,
+    /// Stamped every round; the systemd watchdog pings only while it is fresh.
+    pub heartbeat: Arc<crate::systemd::Heartbeat>,
     round: u64,
 }
 
@@ -163,7 +165,7 @@ impl Poller {
         host_timeout: Duration,
         hub: Arc<Hub>,
     ) -> Self {
-        Poller { targets, rules: None, spec, interval, host_timeout, hub, round: 0 }
+        Poller { targets, rules: None, spec, interval, host_timeout, hub, heartbeat: Default::default(), round: 0 }
     }
 
     /// Poll until `shutdown`; then close the SSH sessions politely.
@@ -171,6 +173,7 @@ impl Poller {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            self.heartbeat.beat();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}

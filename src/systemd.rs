@@ -98,7 +98,13 @@ impl Heartbeat {
 
 /// Ping the watchdog every `period / 2` while the poll loop's heartbeat is younger
 /// than `stale_after`.
-pub async fn watchdog(notifier: Arc<Notifier>, period: Duration, heartbeat: Arc<Heartbeat>, stale_after: Duration, shutdown: CancellationToken) {
+pub async fn watchdog(
+    notifier: Arc<Notifier>,
+    period: Duration,
+    heartbeat: Arc<Heartbeat>,
+    stale_after: Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(period / 2);
     let mut warned = false;
     loop {
@@ -114,5 +120,55 @@ pub async fn watchdog(notifier: Arc<Notifier>, period: Duration, heartbeat: Arc<
             tracing::error!(?age, "poll loop stalled; withholding watchdog pings so systemd restarts monserv");
             warned = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pings_only_while_the_heartbeat_is_fresh() {
+        let dir = std::env::temp_dir().join(format!("monserv-notify-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let listener = UnixDatagram::bind(&dir).unwrap();
+        listener.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let notifier =
+            Arc::new(Notifier { socket: UnixDatagram::unbound().unwrap(), addr: NotifyAddr::Path(dir.clone()) });
+        let heartbeat = Arc::new(Heartbeat::default());
+        heartbeat.beat();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watchdog(
+            notifier,
+            Duration::from_millis(100),
+            heartbeat.clone(),
+            Duration::from_millis(250),
+            stop.clone(),
+        ));
+        let mut buf = [0u8; 64];
+        let n = tokio::task::spawn_blocking({
+            let l = listener.try_clone().unwrap();
+            move || {
+                let mut b = [0u8; 64];
+                let n = l.recv(&mut b).unwrap();
+                b[..n].to_vec()
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, b"WATCHDOG=1");
+        // No beat for longer than `stale_after`: the pings stop.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        while listener.recv(&mut buf).is_ok() {}
+        let silent = tokio::task::spawn_blocking(move || {
+            let mut b = [0u8; 64];
+            listener.recv(&mut b).is_err()
+        })
+        .await
+        .unwrap();
+        assert!(silent, "a stale heartbeat must stop the pings");
+        stop.cancel();
+        task.await.unwrap();
+        std::fs::remove_file(&dir).unwrap();
     }
 }

@@ -21,6 +21,7 @@ declare -A need=(
     [/usr/bin/chromium]=chromium
     [/usr/bin/openssl]=openssl
     [/usr/bin/unshare]=util-linux
+    [/usr/bin/systemd-analyze]=systemd
 )
 missing=()
 for file in "${!need[@]}"; do

@@ -302,3 +302,90 @@ async fn go_threshold_env_drives_the_builtin_rule() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn notifies_systemd_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut child = Command::new(BIN)
+        .env("SERVERS", "local")
+        .env("SERVER_PORT", free_port().to_string())
+        .env("LISTEN_ADDRESS", "127.0.0.1")
+        .env("POLL_INTERVAL_SECONDS", "0.2")
+        .env("STATE_DIRECTORY", dir.path())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("MONSERV_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("no notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = recv();
+    assert!(ready.starts_with("READY=1\nSTATUS=serving 1 targets on 127.0.0.1:"), "{ready:?}");
+    let start = Instant::now();
+    let mut pings = 0;
+    while start.elapsed() < Duration::from_millis(1100) {
+        assert_eq!(recv(), "WATCHDOG=1");
+        pings += 1;
+    }
+    // One ping per half period (0.2 s): about five in a second.
+    assert!((4..=8).contains(&pings), "{pings} pings in ~1 s");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut last = String::new();
+    while last != "STOPPING=1" {
+        last = recv();
+        assert!(last == "WATCHDOG=1" || last == "STOPPING=1", "{last:?}");
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn secrets_come_from_systemd_credentials() {
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("servers"), "ssh://scada:cred-pass-9@192.168.4.3:2222\nlocal\n").unwrap();
+    std::fs::write(creds.path().join("auth_token"), "cred-token-123\n").unwrap();
+    let creds_dir = creds.path().to_str().unwrap();
+    let (code, out, err) = run(&["--print-config"], &[("CREDENTIALS_DIRECTORY", creds_dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("targets = [\"ssh://scada:***@192.168.4.3:2222\", \"local\"]"), "{out}");
+    assert!(out.contains("auth_token = \"***\""), "{out}");
+    assert!(!out.contains("cred-pass-9") && !out.contains("cred-token-123"), "{out}");
+    // The environment still overrides a credential.
+    let (_, out, _) = run(&["--print-config"], &[("CREDENTIALS_DIRECTORY", creds_dir), ("SERVERS", "local")]);
+    assert!(out.contains("targets = [\"local\"]"), "{out}");
+}
+
+#[test]
+fn systemd_unit_verifies_and_is_hardened() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let unit = std::fs::read_to_string(format!("{root}/systemd/monserv.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/monserv --config /etc/monserv/monserv.toml"));
+    // Point it at the binary just built, so `verify` checks a real executable.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("monserv.service");
+    std::fs::write(&path, unit.replace("/usr/bin/monserv", BIN)).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && !text.contains("monserv.service"), "systemd-analyze verify: {text}");
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "exposure above 2.0: {text}");
+    let level = text.lines().find_map(|l| l.split("Overall exposure level for monserv.service: ").nth(1)).unwrap();
+    let score: f64 = level.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(score <= 2.0, "{level}");
+    for must in
+        ["Type=notify", "WatchdogSec=", "RestartPreventExitStatus=78", "StateDirectory=monserv", "DynamicUser=yes"]
+    {
+        assert!(unit.contains(must), "{must}");
+    }
+}
