@@ -54,6 +54,11 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     rustup target add wasm32-unknown-unknown
 fi
 
+log "toolchain floor: no locked crate may need a Rust newer than 1.94 (Yocto LTS)"
+for manifest in Cargo.toml rules-wasm/Cargo.toml; do
+    cargo metadata --locked --format-version 1 --manifest-path "$manifest" | python3 tests/toolchain-floor.py
+done
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path rules-wasm/Cargo.toml --all -- --check
