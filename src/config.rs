@@ -371,7 +371,7 @@ impl Config {
         }
 
         let rf = f.rules.unwrap_or_default();
-        let timeout_ms = rf.timeout_ms.unwrap_or(50);
+        let timeout_ms = rf.timeout_ms.unwrap_or(100);
         if !(1..=10_000).contains(&timeout_ms) {
             return Err(invalid(format!("rules.timeout_ms = {timeout_ms}: must be between 1 and 10000")));
         }

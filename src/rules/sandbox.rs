@@ -85,7 +85,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            timeout: Duration::from_millis(50),
+            // Wall-clock time: a well-behaved rule takes ~3 ms for 1000 hosts, but a
+            // busy gateway may deschedule it for tens of milliseconds.
+            timeout: Duration::from_millis(100),
             memory_bytes: 32 << 20,
             max_events: 1000,
             max_key_bytes: 512,
@@ -413,8 +415,6 @@ mod tests {
         let started = std::time::Instant::now();
         assert!(matches!(run("spin"), EvalError::Timeout(_)));
         assert!(started.elapsed() < Duration::from_secs(2), "the loop was not stopped in time");
-        assert!(matches!(run("membomb"), EvalError::Trap(_)), "{}", run("membomb"));
-        assert!(matches!(run("panic"), EvalError::Trap(_)));
         // Building 100k events takes longer than 50 ms in a debug build; give it time so
         // the output cap, not the deadline, is what stops it.
         let roomy = Sandbox::new(Limits { timeout: Duration::from_secs(2), ..Limits::default() }).unwrap();
@@ -422,6 +422,9 @@ mod tests {
             let c = roomy.compile(&dist(&format!("test/{name}.wasm"))).unwrap();
             roomy.evaluate(&c, name, config(&[]), &s, &[]).unwrap_err().to_string()
         };
+        // With time to spare, the memory cap and the trap are what stop these two.
+        assert!(run_roomy("membomb").starts_with("trapped"), "{}", run_roomy("membomb"));
+        assert!(run_roomy("panic").starts_with("trapped"), "{}", run_roomy("panic"));
         assert_eq!(run_roomy("flood"), "output rejected: 100000 events (limit 1000)");
         assert_eq!(run_roomy("bigstrings"), "output rejected: event 0: message is 4194304 bytes (limit 4096)");
         let e = sb.compile(&dist("test/wasi-import.wasm")).err().unwrap();

@@ -236,7 +236,7 @@ fn rule_test_runs_example_rules_on_a_snapshot() {
     assert!(out.contains("recovery ssh://scada:***@192.168.4.3:2222/disk//var  [RECOVERED] scadanas disk /var  Disk /var back to 99.0%\n"), "{out}");
     // A hostile rule gets a clear error, not a hang.
     let (code, _, err) = rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/test/spin.wasm", "--snapshot", snap]);
-    assert_eq!((code, err.trim()), (1, "monserv: rule hostile-spin: exceeded its 50ms time limit"));
+    assert_eq!((code, err.trim()), (1, "monserv: rule hostile-spin: exceeded its 100ms time limit"));
     let (code, _, err) =
         rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/threshold.wasm", "--snapshot", "@ROOT/Cargo.toml"]);
     assert_eq!(code, 1);

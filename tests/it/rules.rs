@@ -113,20 +113,19 @@ async fn builtin_threshold_alerts_once_and_recovers_once_on_real_hosts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_target_alerts_after_n_polls_and_recovers() {
     let mut bb = BusyBoxHost::start("bb-plc-06");
-    let d = TestDaemon::start(
-        &[bb.url()],
-        &format!("poll_interval_seconds = 0.3\nreconnect_max_seconds = 1\n{QUIET_THRESHOLDS}"),
-    )
-    .await;
-    std::fs::write(
-        d.rules_dir().join("threshold.toml"),
-        format!("unreachable_polls = 2\nmemory_percent = 100\n{QUIET}"),
-    )
-    .unwrap();
+    // Settings in place before the daemon starts: the rule runs with them from round 1.
+    // A roomy deadline: this test counts polls, so no evaluation may be lost to load.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("threshold.toml"), format!("unreachable_polls = 2\nmemory_percent = 100\n{QUIET}"))
+        .unwrap();
+    let extra = format!(
+        "poll_interval_seconds = 0.3\nreconnect_max_seconds = 1\n{QUIET_THRESHOLDS}\n[rules]\ntimeout_ms = 2000\ndir = {:?}",
+        dir.path().display().to_string()
+    );
+    let d = TestDaemon::start(&[bb.url()], &extra).await;
     let mut ws = d.connect().await;
     let key = format!("ssh://scada:***@127.0.0.1:{}", bb.port);
     support::wait_metrics(&mut ws, Duration::from_secs(15), |d| d[&key]["status"] == "online").await;
-    tokio::time::sleep(Duration::from_millis(800)).await; // let the settings file be picked up
     bb.kill();
     let (alert, _) = wait_alert(&mut ws, Duration::from_secs(15), subject_is("[ALERT] bb-plc-06 unreachable")).await;
     assert!(alert["message"].as_str().unwrap().starts_with(&format!("{key} failed 2 polls in a row (")), "{alert}");
@@ -172,14 +171,20 @@ async fn hot_swap_under_load_misses_no_round_and_keeps_state() {
         .enumerate()
         .map(|(i, mut ws)| {
             tokio::spawn(async move {
-                let (alerts, metrics) = support::collect_for(&mut ws, Duration::from_secs(7)).await;
+                let (alerts, metrics) = support::collect_for(&mut ws, Duration::from_secs(6)).await;
                 (i, alerts, metrics)
             })
         })
         .collect();
-    for i in 1..=8 {
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        support::write_atomically(&rules.join("reboot.wasm"), &variant(&reboot, i));
+    for i in 1..=8u64 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        support::write_atomically(&rules.join("reboot.wasm"), &variant(&reboot, i as usize));
+        // Wait until this version is live, so writes are not coalesced into one swap.
+        let start = Instant::now();
+        while d.rules(None).await["rules"][0]["swaps"].as_u64() != Some(i) {
+            assert!(start.elapsed() < Duration::from_secs(10), "swap {i} not live within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let mut total_alerts = 0;
     for r in readers {
@@ -191,7 +196,7 @@ async fn hot_swap_under_load_misses_no_round_and_keeps_state() {
             "client {i}: the swap must not repeat the alert: {alerts:#?}"
         );
         assert!(alerts.iter().all(|a| a["alert_type"] == "alert"), "no recovery may be invented: {alerts:#?}");
-        assert!(metrics > 30, "client {i} got only {metrics} rounds in 7 s");
+        assert!(metrics > 20, "client {i} got only {metrics} rounds in 6 s");
         total_alerts += rebooted.len();
     }
     assert!(total_alerts <= 2);
@@ -220,7 +225,7 @@ async fn hostile_rules_are_isolated_while_the_builtin_keeps_alerting() {
     }
     std::fs::write(dir.path().join("threshold.toml"), format!("memory_percent = 0.5\n{QUIET}")).unwrap();
     let extra = format!(
-        "poll_interval_seconds = 0.3\n{QUIET_THRESHOLDS}\n[rules]\ntimeout_ms = 500\ndir = {:?}",
+        "poll_interval_seconds = 0.3\n{QUIET_THRESHOLDS}\n[rules]\ntimeout_ms = 1500\ndir = {:?}",
         dir.path().display().to_string()
     );
     let d = TestDaemon::start(&["local".into()], &extra).await;
@@ -242,7 +247,7 @@ async fn hostile_rules_are_isolated_while_the_builtin_keeps_alerting() {
         assert_eq!(r["failures"], 3, "{n}: quarantined after 3 failures in a row: {r:#}");
         r["last_error"].as_str().unwrap_or_default().to_string()
     };
-    assert_eq!(err("spin"), "exceeded its 500ms time limit");
+    assert_eq!(err("spin"), "exceeded its 1.5s time limit");
     assert!(err("membomb").starts_with("trapped"), "{}", err("membomb"));
     assert!(err("panic").starts_with("trapped"), "{}", err("panic"));
     assert_eq!(err("flood"), "output rejected: 100000 events (limit 1000)");
@@ -273,7 +278,7 @@ async fn hostile_rules_are_isolated_while_the_builtin_keeps_alerting() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let reason = |n: &str| find(&status["rejected"], n)["reason"].as_str().unwrap().to_string();
-    assert_eq!(reason("new-spin"), "trial evaluation on the current snapshot failed: exceeded its 500ms time limit");
+    assert_eq!(reason("new-spin"), "trial evaluation on the current snapshot failed: exceeded its 1.5s time limit");
     assert_eq!(
         reason("new-wasi-import"),
         "imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.1.0"
