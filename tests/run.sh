@@ -22,6 +22,8 @@ declare -A need=(
     [/usr/bin/openssl]=openssl
     [/usr/bin/unshare]=util-linux
     [/usr/bin/systemd-analyze]=systemd
+    [/usr/bin/qemu-system-aarch64]=qemu-system-arm
+    [/usr/bin/cpio]=cpio
 )
 missing=()
 for file in "${!need[@]}"; do
@@ -68,6 +70,10 @@ cargo run --quiet --manifest-path rules-wasm/Cargo.toml -p builder -- --check
 
 log "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+
+log "aarch64 appliance binary and QEMU test image (the appliance test boots it)"
+image/build-aarch64.sh
+image/qemu/build.sh
 
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod appliance;
 mod binary;
 mod clients;
 mod collect_hosts;
