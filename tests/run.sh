@@ -71,6 +71,14 @@ cargo run --quiet --manifest-path rules-wasm/Cargo.toml -p builder -- --check
 log "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 
+log "Yocto layer: crates.inc matches Cargo.lock, recipes lint clean"
+python3 -c 'import oelint_adv' 2>/dev/null || python3 -m pip install -q oelint-adv 2>/dev/null || python3 -m pip install -q --break-system-packages oelint-adv
+python3 image/yocto/gen-crates-inc.py --check
+# HOMEPAGE is not pinged (no traffic off this machine); AUTOREV is the layer's documented default.
+(cd image/yocto/meta-monserv && oelint-adv --release wrynose --quiet --noinfo \
+    --suppress oelint.vars.homepageping --suppress oelint.vars.autorev \
+    recipes-monserv/monserv/monserv_git.bb recipes-monserv/images/monserv-image.bb)
+
 log "aarch64 appliance binary and QEMU test image (the appliance test boots it)"
 image/build-aarch64.sh
 image/qemu/build.sh

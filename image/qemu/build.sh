@@ -26,18 +26,18 @@ Dir::Etc::PreferencesParts "$apt_dir/etc/preferences.d";
 Dir::Etc::Parts "$apt_dir/etc/apt.conf.d";
 CONF
 export APT_CONFIG="$apt_dir/apt.conf"
-if [ ! -s "$apt_dir/state/lists/lock" ] && [ -z "$(ls "$apt_dir/state/lists" | grep -v partial)" ]; then
-    apt-get update -qq
-fi
+compgen -G "$apt_dir/state/lists/*_Packages*" >/dev/null || apt-get update -qq
 # The kernel the linux-image-arm64 metapackage points at today.
 kernel_pkg=$(apt-cache depends linux-image-arm64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 [ -n "$kernel_pkg" ] || { echo "cannot resolve linux-image-arm64" >&2; exit 1; }
-(cd "$apt_dir/debs" && ls ${kernel_pkg}_*.deb >/dev/null 2>&1 || apt-get download -qq "$kernel_pkg" busybox-static)
+if ! compgen -G "$apt_dir/debs/${kernel_pkg}_*.deb" >/dev/null; then
+    (cd "$apt_dir/debs" && apt-get download -qq "$kernel_pkg" busybox-static)
+fi
 unset APT_CONFIG
 
 work="$out/work"
 rm -rf "$work" && mkdir -p "$work/kernel" "$work/bb"
-dpkg-deb -x "$apt_dir"/debs/${kernel_pkg}_*.deb "$work/kernel"
+dpkg-deb -x "$apt_dir/debs/${kernel_pkg}"_*.deb "$work/kernel"
 dpkg-deb -x "$apt_dir"/debs/busybox-static_*.deb "$work/bb"
 kver=$(ls "$work/kernel/lib/modules")
 cp "$work/kernel/boot/vmlinuz-$kver" "$out/vmlinuz"

@@ -1,0 +1,37 @@
+################################################################################
+#
+# monserv
+#
+################################################################################
+
+MONSERV_VERSION = 0.1.0
+MONSERV_SITE = $(call github,monserv,monserv,v$(MONSERV_VERSION))
+MONSERV_LICENSE = MIT or Apache-2.0
+MONSERV_LICENSE_FILES = LICENSE-MIT
+
+# cargo-package forces --release: size it like Cargo.toml's appliance profile.
+MONSERV_CARGO_ENV = \
+	CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
+	CARGO_PROFILE_RELEASE_LTO=true \
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+	CARGO_PROFILE_RELEASE_PANIC=abort \
+	CARGO_PROFILE_RELEASE_STRIP=true
+MONSERV_CARGO_BUILD_OPTS = --bin monserv
+
+define MONSERV_INSTALL_CONFIG
+	$(INSTALL) -D -m 0644 $(MONSERV_PKGDIR)/monserv.toml \
+		$(TARGET_DIR)/etc/monserv/monserv.toml
+endef
+MONSERV_POST_INSTALL_TARGET_HOOKS += MONSERV_INSTALL_CONFIG
+
+define MONSERV_INSTALL_INIT_SYSTEMD
+	$(INSTALL) -D -m 0644 $(@D)/systemd/monserv.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/monserv.service
+endef
+
+define MONSERV_INSTALL_INIT_SYSV
+	$(INSTALL) -D -m 0755 $(MONSERV_PKGDIR)/S99monserv \
+		$(TARGET_DIR)/etc/init.d/S99monserv
+endef
+
+$(eval $(cargo-package))
