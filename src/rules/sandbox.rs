@@ -110,15 +110,7 @@ impl host_api::Host for HostState {
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
-        let mut message = message;
-        if message.len() > MAX_LOG_BYTES {
-            let mut cut = MAX_LOG_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str("...");
-        }
+        let message = truncate(message, MAX_LOG_BYTES);
         let rule = &*self.rule;
         match level {
             Level::Debug => tracing::debug!(rule, "{message}"),

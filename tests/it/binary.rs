@@ -102,14 +102,7 @@ async fn sigterm_closes_clients_and_exits_zero() {
         .spawn()
         .unwrap();
     let url = format!("ws://127.0.0.1:{port}/ws");
-    let start = Instant::now();
-    let (mut ws, _) = loop {
-        match tokio_tungstenite::connect_async(&url).await {
-            Ok(c) => break c,
-            Err(_) if start.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => panic!("daemon did not come up: {e}"),
-        }
-    };
+    let mut ws = crate::support::connect_retry(&url).await;
     let first = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
     assert!(matches!(first, Message::Text(ref t) if t.contains("\"metrics_update\"")), "{first:?}");
 
@@ -162,14 +155,7 @@ async fn trace_logs_never_contain_the_password() {
     let err = drain(Box::new(child.stderr.take().unwrap()));
     // Let it connect, authenticate and poll a few times.
     let url = format!("ws://127.0.0.1:{port}/ws");
-    let start = Instant::now();
-    let mut ws = loop {
-        match tokio_tungstenite::connect_async(&url).await {
-            Ok((ws, _)) => break ws,
-            Err(_) if start.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let mut ws = crate::support::connect_retry(&url).await;
     crate::support::wait_metrics(&mut ws, Duration::from_secs(10), |d| {
         d.as_object().is_some_and(|o| o.values().all(|m| m["status"] == "online"))
     })
@@ -282,14 +268,7 @@ async fn go_threshold_env_drives_the_builtin_rule() {
         .spawn()
         .unwrap();
     let url = format!("ws://127.0.0.1:{port}/ws");
-    let start = Instant::now();
-    let mut ws = loop {
-        match tokio_tungstenite::connect_async(&url).await {
-            Ok((ws, _)) => break ws,
-            Err(_) if start.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let mut ws = crate::support::connect_retry(&url).await;
     let host = crate::support::machine_hostname();
     let alert = loop {
         let msg = crate::support::next_json(&mut ws, Duration::from_secs(10)).await;

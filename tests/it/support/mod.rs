@@ -86,6 +86,18 @@ impl TestDaemon {
     }
 }
 
+/// Connect to a daemon that may still be starting (a spawned binary): retry for 10 s.
+pub async fn connect_retry(url: &str) -> Ws {
+    let start = Instant::now();
+    loop {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((ws, _)) => return ws,
+            Err(_) if start.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{url} did not come up: {e}"),
+        }
+    }
+}
+
 /// Next text message as JSON; pings and pongs are skipped. Panics on timeout.
 pub async fn next_json(ws: &mut Ws, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
