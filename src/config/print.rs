@@ -1,0 +1,68 @@
+//! `monserv --print-config`: the effective configuration as TOML, secrets masked.
+//! What is printed loads again (with real secrets put back).
+
+use serde::Serialize;
+
+use super::{Config, Thresholds, WsTimings};
+use crate::collect::known_hosts::HostKeyPolicy;
+
+impl Config {
+    /// The effective configuration as TOML, secrets masked (`--print-config`).
+    pub fn to_masked_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Printable<'a> {
+            listen: String,
+            port: u16,
+            poll_interval_seconds: f64,
+            host_timeout_seconds: f64,
+            top_processes: usize,
+            max_output_bytes: usize,
+            max_clients: usize,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            auth_token: Option<&'static str>,
+            targets: Vec<String>,
+            state_dir: String,
+            known_hosts: String,
+            host_key_policy: HostKeyPolicy,
+            include_fstypes: &'a [String],
+            reconnect_max_seconds: f64,
+            thresholds: Thresholds,
+            websocket: WsTimings,
+            rules: PrintRules,
+        }
+        #[derive(Serialize)]
+        struct PrintRules {
+            dir: String,
+            builtin: bool,
+            timeout_ms: u64,
+            memory_mib: usize,
+            max_events: usize,
+        }
+        let p = Printable {
+            rules: PrintRules {
+                dir: self.rules.dir.display().to_string(),
+                builtin: self.rules.builtin,
+                timeout_ms: self.rules.limits.timeout.as_millis() as u64,
+                memory_mib: self.rules.limits.memory_bytes >> 20,
+                max_events: self.rules.limits.max_events,
+            },
+            websocket: self.websocket,
+            listen: self.listen.ip().to_string(),
+            port: self.listen.port(),
+            poll_interval_seconds: self.poll_interval.as_secs_f64(),
+            host_timeout_seconds: self.host_timeout.as_secs_f64(),
+            top_processes: self.top_processes,
+            max_output_bytes: self.max_output_bytes,
+            max_clients: self.max_clients,
+            auth_token: self.auth_token.as_ref().map(|_| "***"),
+            targets: self.targets.iter().map(|t| t.key.clone()).collect(),
+            state_dir: self.state_dir.display().to_string(),
+            known_hosts: self.known_hosts.display().to_string(),
+            host_key_policy: self.host_key_policy,
+            include_fstypes: &self.include_fstypes,
+            reconnect_max_seconds: self.reconnect_max.as_secs_f64(),
+            thresholds: self.thresholds,
+        };
+        toml::to_string(&p).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
