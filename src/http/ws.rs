@@ -89,8 +89,18 @@ async fn serve_client(
         tokio::pin!(silence);
         loop {
             tokio::select! {
+                // Order matters: what the client sent (a pong) is read before more is
+                // sent, so a long burst of alerts cannot make a live client look silent.
                 biased;
                 _ = shutdown.cancelled() => return Err(End::Shutdown),
+                incoming = ws.next() => match incoming {
+                    None | Some(Ok(Message::Close(_))) => return Err(End::ClientClosed),
+                    // Any frame (pong included) shows the client is alive.
+                    Some(Ok(_)) => silence.as_mut().reset(Instant::now() + read_timeout),
+                    Some(Err(WsError::Capacity(_))) => return Err(End::TooBig),
+                    Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => return Err(End::ClientClosed),
+                    Some(Err(e)) => return Err(End::Error(e.to_string())),
+                },
                 changed = metrics.changed() => {
                     if changed.is_err() {
                         return Err(End::Shutdown);
@@ -107,14 +117,6 @@ async fn serve_client(
                 },
                 _ = ping.tick() => send(&mut ws, write_timeout, Message::Ping(Default::default())).await?,
                 _ = &mut silence => return Err(End::Silent),
-                incoming = ws.next() => match incoming {
-                    None | Some(Ok(Message::Close(_))) => return Err(End::ClientClosed),
-                    // Any frame (pong included) shows the client is alive.
-                    Some(Ok(_)) => silence.as_mut().reset(Instant::now() + read_timeout),
-                    Some(Err(WsError::Capacity(_))) => return Err(End::TooBig),
-                    Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => return Err(End::ClientClosed),
-                    Some(Err(e)) => return Err(End::Error(e.to_string())),
-                },
             }
         }
         #[allow(unreachable_code)]
