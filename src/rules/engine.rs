@@ -126,17 +126,9 @@ impl RuleEngine {
         }
     }
 
-    pub fn sandbox(&self) -> &Arc<Sandbox> {
-        &self.sandbox
-    }
-
     /// The digest of the loaded version of `name`, if any.
     pub fn digest_of(&self, name: &str) -> Option<u64> {
         self.rules.read().unwrap_or_else(|e| e.into_inner()).get(name).map(|s| s.digest)
-    }
-
-    pub fn source_of(&self, name: &str) -> Option<Source> {
-        self.rules.read().unwrap_or_else(|e| e.into_inner()).get(name).map(|s| s.source.clone())
     }
 
     /// Compile, check and trial-evaluate a candidate, then swap it in. On error the
@@ -221,6 +213,8 @@ impl RuleEngine {
 
     /// Evaluate every rule on one round's snapshot; returns the alert messages.
     pub async fn evaluate_round(&self, snapshot: &Snapshot) -> Vec<AlertMessage> {
+        // Converted even when no rule is loaded: a rule dropped in later is given its
+        // trial evaluation on this snapshot.
         let snap = Arc::new(convert::snapshot(snapshot));
         *lock(&self.latest) = Some(snap.clone());
         let slots: Vec<Arc<Slot>> = self.rules.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
