@@ -24,6 +24,8 @@ declare -A need=(
     [/usr/bin/systemd-analyze]=systemd
     [/usr/bin/qemu-system-aarch64]=qemu-system-arm
     [/usr/bin/cpio]=cpio
+    [/usr/sbin/mkfs.ext4]=e2fsprogs
+    [/usr/sbin/debugfs]=e2fsprogs
 )
 missing=()
 for file in "${!need[@]}"; do

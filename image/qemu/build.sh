@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the aarch64 test image: Debian's arm64 kernel (+ the virtio network modules),
-# BusyBox init, and the static monserv started as the appliance would start it.
-#   image/qemu/build.sh   -> target/qemu/{vmlinuz,initrd.cpio.gz}
+# Build the aarch64 test image: Debian's arm64 kernel (+ the virtio and ext4 modules),
+# BusyBox init, and the static monserv started as the appliance would start it, plus an
+# empty ext4 state partition.
+#   image/qemu/build.sh   -> target/qemu/{vmlinuz,initrd.cpio.gz,state.img}
 # Needs the binary from image/build-aarch64.sh (MONSERV_BIN overrides).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,7 +10,9 @@ repo=$(cd "$here/../.." && pwd)
 out=${OUT:-$repo/target/qemu}
 bin=${MONSERV_BIN:-$repo/target/aarch64-unknown-linux-musl/appliance/monserv}
 [ -x "$bin" ] || { echo "no aarch64 monserv at $bin: run image/build-aarch64.sh" >&2; exit 1; }
-command -v cpio >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cpio; }
+for need in cpio:cpio mkfs.ext4:e2fsprogs; do
+    command -v "${need%%:*}" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need#*:}"; }
+done
 
 # arm64 packages without dpkg --add-architecture: a private APT state for arm64.
 apt_dir="$out/apt"
@@ -52,14 +55,33 @@ for applet in $applets; do
     [ "$applet" = busybox ] || ln -sf /bin/busybox "$root/bin/$applet"
 done
 ln -sf /bin/busybox "$root/sbin/init"
-# The virtio network driver and what it needs, in load order.
-for m in net/core/failover drivers/net/net_failover drivers/virtio/virtio_pci_legacy_dev \
-         drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/net/virtio_net; do
-    cp "$work/kernel/lib/modules/$kver/kernel/$m.ko" "$root/lib/modules/"
-done
+# Drivers the appliance needs, loaded by rcS in the order written to load-order: the
+# virtio network and disk, and ext4 for the state partition. Dependencies come from
+# each module's own .modinfo (no kmod needed on the build host).
+moddir="$work/kernel/lib/modules/$kver"
+declare -A loaded=()
+order=()
+load() {
+    local name=$1 ko deps dep
+    [ -n "${loaded[$name]:-}" ] && return
+    ko=$(find "$moddir/kernel" -name "$name.ko" -print -quit)
+    [ -n "$ko" ] || { echo "module $name not in $kernel_pkg" >&2; exit 1; }
+    deps=$(tr '\0' '\n' < "$ko" | sed -n 's/^depends=//p' | head -1)
+    for dep in ${deps//,/ }; do load "$dep"; done
+    loaded[$name]=1
+    order+=("$name")
+    cp "$ko" "$root/lib/modules/"
+}
+# crc32c_generic: ext4 checksums its metadata with the crc32c crypto driver.
+for m in virtio_pci virtio_net virtio_blk crc32c_generic ext4; do load "$m"; done
+printf '%s\n' "${order[@]}" > "$root/lib/modules/load-order"
 install -m 0755 "$bin" "$root/usr/bin/monserv"
 cp -a "$repo/image/rootfs/." "$root/"
 chmod 0755 "$root/etc/init.d/"*
 
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.cpio.gz"
+# The small writable partition (a gateway's data partition): 16 MiB of ext4, empty.
+# Boots copy it; the suite reads files back with debugfs, no mount needed.
+rm -f "$out/state.img"
+mkfs.ext4 -q -F -L monserv-state -E root_owner=0:0 "$out/state.img" 16M >/dev/null
 echo "image: $out/vmlinuz ($kver), $out/initrd.cpio.gz ($(stat -c %s "$out/initrd.cpio.gz") bytes)"

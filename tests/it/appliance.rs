@@ -1,70 +1,135 @@
-//! The appliance image boots under QEMU (aarch64, TCG) and serves metrics of itself
-//! and of an SSH host, as a gateway would. Built by `image/build-aarch64.sh` and
-//! `image/qemu/build.sh` (tests/run.sh runs both before the suite).
+//! The appliance image boots under QEMU (aarch64, TCG) and behaves as a gateway would:
+//! it serves metrics of itself and of an SSH host, keeps its state on its own partition
+//! under a read-only root (across a reboot), and does not restart-loop on a bad config.
+//! Built by `image/build-aarch64.sh` and `image/qemu/build.sh` (tests/run.sh runs both
+//! before the suite).
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{self, fixtures, hosts::free_port, Sshd};
 
-/// Kills the VM however the test ends.
-struct Vm(Child);
+fn image_dir() -> PathBuf {
+    let image = PathBuf::from(format!("{}/target/qemu", env!("CARGO_MANIFEST_DIR")));
+    for f in ["vmlinuz", "initrd.cpio.gz", "state.img"] {
+        assert!(
+            image.join(f).exists(),
+            "{} missing: run image/build-aarch64.sh and image/qemu/build.sh (tests/run.sh does)",
+            image.join(f).display()
+        );
+    }
+    image
+}
+
+/// A booted test image; killed however the test ends.
+struct Vm {
+    child: Child,
+    console: tempfile::NamedTempFile,
+    port: u16,
+    started: Instant,
+}
+
+impl Vm {
+    /// Boot with `servers` as extra targets (kernel command line) and, if given, a
+    /// state partition image as the first virtio disk.
+    fn boot(servers: &str, state: Option<&Path>) -> Vm {
+        let image = image_dir();
+        let port = free_port();
+        let console = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = Command::new("qemu-system-aarch64");
+        cmd.args(["-M", "virt", "-cpu", "cortex-a53", "-m", "512", "-nographic", "-no-reboot"])
+            .arg("-kernel")
+            .arg(image.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(image.join("initrd.cpio.gz"))
+            .args(["-append", &format!("console=ttyAMA0 panic=-1 rdinit=/sbin/init monserv.servers={servers}")])
+            .args([
+                "-netdev",
+                &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:18904"),
+                "-device",
+                "virtio-net-pci,netdev=n0,romfile=",
+            ]);
+        if let Some(disk) = state {
+            cmd.arg("-drive").arg(format!("file={},if=virtio,format=raw", disk.display()));
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(console.reopen().unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-system-aarch64 (Debian package qemu-system-arm)");
+        Vm { child, console, port, started: Instant::now() }
+    }
+
+    fn console(&self) -> String {
+        std::fs::read_to_string(self.console.path()).unwrap_or_default()
+    }
+
+    /// Wait until the console shows `text`; fail with the console after `limit`.
+    async fn wait_console(&self, text: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = self.console();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "console never showed {text:?} within {limit:?}:\n{log}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn connect(&self) -> support::Ws {
+        let url = format!("ws://127.0.0.1:{}/ws", self.port);
+        loop {
+            if let Ok(Ok((ws, _))) =
+                tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(&url)).await
+            {
+                return ws;
+            }
+            assert!(self.started.elapsed() < Duration::from_secs(120), "no /ws within 120 s; console:\n{}", self.console());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+/// A file on an ext4 image, read without mounting it (e2fsprogs' debugfs).
+fn read_from_image(image: &Path, file: &str) -> String {
+    let out = Command::new("debugfs").arg("-R").arg(format!("cat {file}")).arg(image).output().expect("debugfs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ssh_target(sshd: &Sshd) -> (String, String) {
+    // The guest reaches the host's loopback as 10.0.2.2 (QEMU user networking).
+    let url = format!("ssh://{}:{}@10.0.2.2:{}", fixtures::PW_USER, fixtures::PASSWORD_ENCODED, sshd.port);
+    let key = format!("ssh://{}:***@10.0.2.2:{}", fixtures::PW_USER, sshd.port);
+    (url, key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appliance_image_boots_and_serves_metrics() {
-    let image = format!("{}/target/qemu", env!("CARGO_MANIFEST_DIR"));
-    for f in ["vmlinuz", "initrd.cpio.gz"] {
-        assert!(
-            std::path::Path::new(&format!("{image}/{f}")).exists(),
-            "{image}/{f} missing: run image/build-aarch64.sh and image/qemu/build.sh (tests/run.sh does)"
-        );
-    }
-    let sshd = Sshd::start();
-    // The guest reaches the host's loopback as 10.0.2.2 (QEMU user networking).
-    let target = format!("ssh://{}:{}@10.0.2.2:{}", fixtures::PW_USER, fixtures::PASSWORD_ENCODED, sshd.port);
-    let port = free_port();
-    let console = tempfile::NamedTempFile::new().unwrap();
-    let started = Instant::now();
-    let _vm = Vm(Command::new("qemu-system-aarch64")
-        .args(["-M", "virt", "-cpu", "cortex-a53", "-m", "512", "-nographic", "-no-reboot"])
-        .args(["-kernel", &format!("{image}/vmlinuz"), "-initrd", &format!("{image}/initrd.cpio.gz")])
-        .args(["-append", &format!("console=ttyAMA0 panic=-1 rdinit=/sbin/init monserv.servers={target}")])
-        .args([
-            "-netdev",
-            &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:18904"),
-            "-device",
-            "virtio-net-pci,netdev=n0,romfile=",
-        ])
-        .stdin(Stdio::null())
-        .stdout(console.reopen().unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-system-aarch64 (Debian package qemu-system-arm)"));
-    let url = format!("ws://127.0.0.1:{port}/ws");
-    let mut ws = loop {
-        if let Ok(Ok((ws, _))) =
-            tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(&url)).await
-        {
-            break ws;
-        }
-        let log = std::fs::read_to_string(console.path()).unwrap_or_default();
-        assert!(started.elapsed() < Duration::from_secs(120), "no /ws within 120 s; console:\n{log}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let f = fixtures::fixtures();
+    let mut sshd = Sshd::start();
+    let (url, key) = ssh_target(&sshd);
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("state.img");
+    std::fs::copy(image_dir().join("state.img"), &state).unwrap();
+
+    let vm = Vm::boot(&url, Some(&state));
+    let mut ws = vm.connect().await;
     let first = support::next_json(&mut ws, Duration::from_secs(30)).await;
-    let first_message = started.elapsed();
+    let first_message = vm.started.elapsed();
     assert_eq!(first["type"], "metrics_update");
-    let ssh_key = format!("ssh://{}:***@10.0.2.2:{}", fixtures::PW_USER, sshd.port);
     let host = support::machine_hostname();
     let data = support::wait_metrics(&mut ws, Duration::from_secs(60), |d| {
-        d["local"]["status"] == "online" && d[&ssh_key]["status"] == "online"
+        d["local"]["status"] == "online" && d[&key]["status"] == "online"
     })
     .await;
     let local = &data["local"];
@@ -72,10 +137,51 @@ async fn appliance_image_boots_and_serves_metrics() {
     let total = local["memory"]["total"].as_u64().unwrap();
     assert!((300 << 20..=512 << 20).contains(&total), "the VM has 512 MiB: {total}");
     assert!(local["cpu"]["cores"].as_u64().unwrap() >= 1);
-    assert_eq!(data[&ssh_key]["hostname"], host.as_str(), "the SSH target on the host");
+    assert_eq!(data[&key]["hostname"], host.as_str(), "the SSH target on the host");
     println!(
         "boot to first metrics_update: {:.1} s; both targets online after {:.1} s",
         first_message.as_secs_f64(),
-        started.elapsed().as_secs_f64()
+        vm.started.elapsed().as_secs_f64()
     );
+    let console = vm.console();
+    assert!(console.contains("rcS: state partition /dev/vda on /var/lib/monserv"), "{console}");
+    assert!(console.contains("rcS: root is read-only"), "{console}");
+    assert!(!console.contains("Read-only file system"), "monserv wrote outside its state partition:\n{console}");
+    assert_eq!(console.matches("monserv-run: starting monserv").count(), 1, "{console}");
+    drop(vm);
+
+    // The host key was pinned on the state partition (TOFU), written through to disk.
+    let pub_key = std::fs::read_to_string(f.host_key_a.with_extension("pub")).unwrap();
+    let pub_key: Vec<&str> = pub_key.split_whitespace().take(2).collect();
+    let pinned = read_from_image(&state, "/known_hosts");
+    assert_eq!(pinned.trim(), format!("[10.0.2.2]:{} {}", sshd.port, pub_key.join(" ")), "known_hosts on /dev/vda");
+
+    // Reboot with the same partition while the host presents another key: the pin
+    // survived, so the appliance refuses the host instead of trusting the new key.
+    sshd.restart_with_key(f.host_key_b.clone());
+    let vm = Vm::boot(&url, Some(&state));
+    let mut ws = vm.connect().await;
+    let data = support::wait_metrics(&mut ws, Duration::from_secs(60), |d| {
+        d["local"]["status"] == "online" && d[&key]["error"].as_str().is_some_and(|e| e.contains("host key changed"))
+    })
+    .await;
+    assert_eq!(data[&key]["status"], "offline");
+    drop(vm);
+    assert_eq!(read_from_image(&state, "/known_hosts"), pinned, "the pin must not be replaced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appliance_bad_config_exits_78_and_is_not_restarted() {
+    // Port 99999 cannot be a TCP port: a config error, found before anything starts.
+    let vm = Vm::boot("ssh://scada@10.0.2.2:99999", None);
+    let console =
+        vm.wait_console("monserv-run: configuration error (exit status 78)", Duration::from_secs(120)).await;
+    assert!(console.contains("monserv: config error"), "{console}");
+    assert!(console.contains("99999"), "the error must name the bad value:\n{console}");
+    assert!(console.contains("rcS: no state partition"), "{console}");
+    // BusyBox init would respawn at once; the runner must hold it like
+    // RestartPreventExitStatus=78 does.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let console = vm.console();
+    assert_eq!(console.matches("monserv-run: starting monserv").count(), 1, "restarted on a config error:\n{console}");
 }
