@@ -76,17 +76,32 @@ fn rule_command(cmd: RuleCmd) -> ExitCode {
     }
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MONSERV_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn")),
-        )
+/// Log to stderr (journald on the appliance). `MONSERV_LOG` picks levels per module,
+/// e.g. `debug` or `info,monserv::collect=trace`; a bad value is reported, not fatal.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    const DEFAULT: &str = "info,russh=warn";
+    let (filter, bad) = match std::env::var("MONSERV_LOG") {
+        Ok(spec) => match spec.parse::<tracing_subscriber::filter::Targets>() {
+            Ok(f) => (f, None),
+            Err(e) => (DEFAULT.parse().unwrap_or_default(), Some(format!("MONSERV_LOG={spec:?} ignored: {e}"))),
+        },
+        Err(_) => (DEFAULT.parse().unwrap_or_default(), None),
+    };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal: journald and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry().with(fmt).with(filter).init();
+    if let Some(warning) = bad {
+        tracing::warn!("{warning}");
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
 
     if let Some(Cmd::Rule(cmd)) = args.command {
         return rule_command(cmd);

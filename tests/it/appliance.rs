@@ -1,6 +1,7 @@
 //! The appliance image boots under QEMU (aarch64, TCG) and behaves as a gateway would:
-//! it serves metrics of itself and of an SSH host, keeps its state on its own partition
-//! under a read-only root (across a reboot), and does not restart-loop on a bad config.
+//! it serves metrics of itself and of an SSH host, compiles and sandboxes rules on the
+//! device, keeps its state (host keys, rules) on its own partition under a read-only
+//! root across a reboot, and does not restart-loop on a bad config.
 //! Built by `image/build-aarch64.sh` and `image/qemu/build.sh` (tests/run.sh runs both
 //! before the suite).
 
@@ -8,7 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use crate::support::{self, fixtures, hosts::free_port, Sshd};
+
+/// The REST token the test image gets on its kernel command line.
+const TOKEN: &str = "appliance-test-token";
 
 fn image_dir() -> PathBuf {
     let image = PathBuf::from(format!("{}/target/qemu", env!("CARGO_MANIFEST_DIR")));
@@ -34,6 +40,10 @@ impl Vm {
     /// Boot with `servers` as extra targets (kernel command line) and, if given, a
     /// state partition image as the first virtio disk.
     fn boot(servers: &str, state: Option<&Path>) -> Vm {
+        Self::boot_with(&format!("monserv.servers={servers} monserv.auth_token={TOKEN}"), state)
+    }
+
+    fn boot_with(cmdline: &str, state: Option<&Path>) -> Vm {
         let image = image_dir();
         let port = free_port();
         let console = tempfile::NamedTempFile::new().unwrap();
@@ -43,7 +53,7 @@ impl Vm {
             .arg(image.join("vmlinuz"))
             .arg("-initrd")
             .arg(image.join("initrd.cpio.gz"))
-            .args(["-append", &format!("console=ttyAMA0 panic=-1 rdinit=/sbin/init monserv.servers={servers}")])
+            .args(["-append", &format!("console=ttyAMA0 panic=-1 rdinit=/sbin/init {cmdline}")])
             .args([
                 "-netdev",
                 &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:18904"),
@@ -60,6 +70,25 @@ impl Vm {
             .spawn()
             .expect("qemu-system-aarch64 (Debian package qemu-system-arm)");
         Vm { child, console, port, started: Instant::now() }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    async fn put_rule(&self, name: &str, wasm: &[u8]) -> (u16, String) {
+        let auth = format!("Bearer {TOKEN}");
+        support::http_send(self.addr(), "PUT", &format!("/api/v1/rules/{name}"), &[("Authorization", &auth)], wasm)
+            .await
+    }
+
+    /// `GET /api/v1/rules`: the rule named `name`, if loaded.
+    async fn rule(&self, name: &str) -> Option<Value> {
+        let auth = format!("Bearer {TOKEN}");
+        let (status, body) = support::http_get(self.addr(), "/api/v1/rules", &[("Authorization", &auth)]).await;
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["data"]["rules"].as_array().unwrap().iter().find(|r| r["name"] == name).cloned()
     }
 
     fn console(&self) -> String {
@@ -80,14 +109,18 @@ impl Vm {
     }
 
     async fn connect(&self) -> support::Ws {
-        let url = format!("ws://127.0.0.1:{}/ws", self.port);
+        let url = format!("ws://127.0.0.1:{}/ws?token={TOKEN}", self.port);
         loop {
             if let Ok(Ok((ws, _))) =
                 tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(&url)).await
             {
                 return ws;
             }
-            assert!(self.started.elapsed() < Duration::from_secs(120), "no /ws within 120 s; console:\n{}", self.console());
+            assert!(
+                self.started.elapsed() < Duration::from_secs(120),
+                "no /ws within 120 s; console:\n{}",
+                self.console()
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -148,6 +181,26 @@ async fn appliance_image_boots_and_serves_metrics() {
     assert!(console.contains("rcS: root is read-only"), "{console}");
     assert!(!console.contains("Read-only file system"), "monserv wrote outside its state partition:\n{console}");
     assert_eq!(console.matches("monserv-run: starting monserv").count(), 1, "{console}");
+
+    // Rules on the device: compiled by cranelift for aarch64 and swapped in over REST;
+    // hostile ones are stopped by the deadline and by traps (signal handlers on aarch64)
+    // and rejected without disturbing the running rules.
+    let (status, body) = vm.put_rule("reboot", &support::dist("examples/reboot.wasm")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = vm.put_rule("spin", &support::dist("test/spin.wasm")).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("exceeded its 1s time limit"), "{body}");
+    for hostile in ["panic", "membomb"] {
+        let (status, body) = vm.put_rule(hostile, &support::dist(&format!("test/{hostile}.wasm"))).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body.contains("trapped"), "{hostile}: {body}");
+    }
+    assert_eq!(vm.rule("threshold").await.unwrap()["status"], "ok");
+    assert_eq!(vm.rule("reboot").await.unwrap()["status"], "ok");
+    assert!(vm.rule("spin").await.is_none());
+    support::wait_metrics(&mut ws, Duration::from_secs(20), |d| d["local"]["status"] == "online").await;
+    let console = vm.console();
+    assert_eq!(console.matches("monserv-run: starting monserv").count(), 1, "monserv restarted:\n{console}");
     drop(vm);
 
     // The host key was pinned on the state partition (TOFU), written through to disk.
@@ -166,6 +219,8 @@ async fn appliance_image_boots_and_serves_metrics() {
     })
     .await;
     assert_eq!(data[&key]["status"], "offline");
+    let reboot = vm.rule("reboot").await.expect("the uploaded rule survives a reboot");
+    assert_eq!((reboot["source"].as_str(), reboot["status"].as_str()), (Some("file"), Some("ok")));
     drop(vm);
     assert_eq!(read_from_image(&state, "/known_hosts"), pinned, "the pin must not be replaced");
 }
@@ -173,9 +228,8 @@ async fn appliance_image_boots_and_serves_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appliance_bad_config_exits_78_and_is_not_restarted() {
     // Port 99999 cannot be a TCP port: a config error, found before anything starts.
-    let vm = Vm::boot("ssh://scada@10.0.2.2:99999", None);
-    let console =
-        vm.wait_console("monserv-run: configuration error (exit status 78)", Duration::from_secs(120)).await;
+    let vm = Vm::boot_with("monserv.servers=ssh://scada@10.0.2.2:99999", None);
+    let console = vm.wait_console("monserv-run: configuration error (exit status 78)", Duration::from_secs(120)).await;
     assert!(console.contains("monserv: config error"), "{console}");
     assert!(console.contains("99999"), "the error must name the bad value:\n{console}");
     assert!(console.contains("rcS: no state partition"), "{console}");
