@@ -13,6 +13,10 @@ python3 -c 'import ziglang' 2>/dev/null || python3 -m pip install -q ziglang || 
 command -v cargo-zigbuild >/dev/null || cargo install --locked -q cargo-zigbuild
 
 start=$(date +%s)
+# Without unwind tables (see image/discard-eh-frame.ld); MONSERV_KEEP_UNWIND=1 keeps them.
+if [ -z "${MONSERV_KEEP_UNWIND:-}" ]; then
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-arg=-Wl,-T,$PWD/image/discard-eh-frame.ld"
+fi
 cargo zigbuild --locked --profile appliance --target "$target" --bin monserv
 bin="target/$target/appliance/monserv"
 echo "built $bin: $(stat -c %s "$bin") bytes in $(( $(date +%s) - start )) s"

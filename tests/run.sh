@@ -26,6 +26,7 @@ declare -A need=(
     [/usr/bin/cpio]=cpio
     [/usr/sbin/mkfs.ext4]=e2fsprogs
     [/usr/sbin/debugfs]=e2fsprogs
+    [/usr/bin/shellcheck]=shellcheck
 )
 missing=()
 for file in "${!need[@]}"; do
@@ -80,6 +81,10 @@ python3 image/yocto/gen-crates-inc.py --check
 (cd image/yocto/meta-monserv && oelint-adv --release wrynose --quiet --noinfo \
     --suppress oelint.vars.homepageping --suppress oelint.vars.autorev \
     recipes-monserv/monserv/monserv_git.bb recipes-monserv/images/monserv-image.bb)
+
+log "shell scripts: shellcheck (warnings and errors)"
+shellcheck -S warning tests/run.sh .ci/run image/build-aarch64.sh image/qemu/*.sh \
+    image/rootfs/etc/init.d/* image/buildroot/package/monserv/S99monserv
 
 log "aarch64 appliance binary and QEMU test image (the appliance test boots it)"
 image/build-aarch64.sh
