@@ -133,9 +133,16 @@ impl Drop for Vm {
     }
 }
 
-/// A file on an ext4 image, read without mounting it (e2fsprogs' debugfs).
+/// A file on the ext4 state image of a VM that was killed, as the next mount would see
+/// it: a copy gets its journal replayed (e2fsck), then debugfs reads the file.
 fn read_from_image(image: &Path, file: &str) -> String {
-    let out = Command::new("debugfs").arg("-R").arg(format!("cat {file}")).arg(image).output().expect("debugfs");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("state.img");
+    std::fs::copy(image, &copy).unwrap();
+    let fsck = Command::new("e2fsck").arg("-fy").arg(&copy).output().expect("e2fsck");
+    // 0: clean, 1: errors corrected (a replayed journal counts as that).
+    assert!(matches!(fsck.status.code(), Some(0 | 1)), "e2fsck: {}", String::from_utf8_lossy(&fsck.stdout));
+    let out = Command::new("debugfs").arg("-R").arg(format!("cat {file}")).arg(&copy).output().expect("debugfs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

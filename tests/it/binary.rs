@@ -66,6 +66,20 @@ fn bad_configs_exit_78_with_one_line() {
 }
 
 #[test]
+fn log_filter_from_monserv_log() {
+    // A bad filter is reported and the default used; it is not a reason to stop.
+    let (code, out, err) = run(&["--check-config"], &[("SERVERS", "local"), ("MONSERV_LOG", "monserv=loud")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration OK"), "{out}");
+    assert!(err.contains("MONSERV_LOG=\"monserv=loud\" ignored"), "{err}");
+    // Logs go to stderr without colour codes when it is not a terminal (journald).
+    assert!(!err.contains('\u{1b}'), "ANSI escapes in non-terminal logs: {err:?}");
+    // A valid filter is used: `error` hides the warning-free startup entirely.
+    let (code, _, err) = run(&["--check-config"], &[("SERVERS", "local"), ("MONSERV_LOG", "error")]);
+    assert_eq!((code, err.as_str()), (0, ""));
+}
+
+#[test]
 fn port_in_use_is_a_config_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
