@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Cross-build the static aarch64 (musl) monserv binary for the appliance, size profile.
-#   image/build-aarch64.sh            -> target/aarch64-unknown-linux-musl/appliance/monserv
-# Needs: rustup target aarch64-unknown-linux-musl, zig (PyPI `ziglang`), cargo-zigbuild.
-# Installs what is missing. For a glibc target use --target aarch64-unknown-linux-gnu
-# with Debian's gcc-aarch64-linux-gnu instead.
+# Cross-build monserv for an aarch64 appliance with the size profile.
+#   image/build-aarch64.sh        -> target/aarch64-unknown-linux-musl/appliance/monserv
+#                                    (static; what the test image runs)
+#   image/build-aarch64.sh gnu    -> target/aarch64-unknown-linux-gnu/appliance/monserv
+#                                    (dynamic, glibc 2.36 and later: Debian 12, Buildroot
+#                                    or Yocto systems with glibc)
+# Needs: the rustup target, zig (PyPI `ziglang`) and cargo-zigbuild, which links for
+# either libc without a cross gcc. Installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target=aarch64-unknown-linux-musl
+case "${1:-musl}" in
+    musl) target=aarch64-unknown-linux-musl; zig_target=$target ;;
+    gnu) target=aarch64-unknown-linux-gnu; zig_target=$target.2.36 ;;
+    *) echo "usage: $0 [musl|gnu]" >&2; exit 2 ;;
+esac
 
 rustup target list --installed | grep -qx "$target" || rustup target add "$target"
 python3 -c 'import ziglang' 2>/dev/null || python3 -m pip install -q ziglang || python3 -m pip install -q --break-system-packages ziglang
@@ -15,8 +22,9 @@ command -v cargo-zigbuild >/dev/null || cargo install --locked -q cargo-zigbuild
 start=$(date +%s)
 # Without unwind tables (see image/discard-eh-frame.ld); MONSERV_KEEP_UNWIND=1 keeps them.
 if [ -z "${MONSERV_KEEP_UNWIND:-}" ]; then
-    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-arg=-Wl,-T,$PWD/image/discard-eh-frame.ld"
+    flags_var="CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
+    export "$flags_var=-C link-arg=-Wl,-T,$PWD/image/discard-eh-frame.ld"
 fi
-cargo zigbuild --locked --profile appliance --target "$target" --bin monserv
+cargo zigbuild --locked --profile appliance --target "$zig_target" --bin monserv
 bin="target/$target/appliance/monserv"
 echo "built $bin: $(stat -c %s "$bin") bytes in $(( $(date +%s) - start )) s"
