@@ -86,8 +86,9 @@ log "shell scripts: shellcheck (warnings and errors)"
 shellcheck -S warning tests/run.sh .ci/run image/build-aarch64.sh image/qemu/*.sh \
     image/rootfs/etc/init.d/* image/buildroot/package/monserv/S99monserv
 
-log "aarch64 appliance binary and QEMU test image (the appliance test boots it)"
+log "aarch64 appliance binaries (musl, glibc) and QEMU test image (the appliance tests boot it)"
 image/build-aarch64.sh
+image/build-aarch64.sh gnu
 image/qemu/build.sh
 
 log "tests"

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Build the aarch64 test image: Debian's arm64 kernel (+ the virtio and ext4 modules),
-# BusyBox init, and the static monserv started as the appliance would start it, plus an
-# empty ext4 state partition.
+# BusyBox init, and the static monserv started as the appliance would start it (the
+# glibc build too, with Debian's arm64 glibc), plus an empty ext4 state partition.
 #   image/qemu/build.sh   -> target/qemu/{vmlinuz,initrd.cpio.gz,state.img}
-# Needs the binary from image/build-aarch64.sh (MONSERV_BIN overrides).
+# Needs the binaries from image/build-aarch64.sh and image/build-aarch64.sh gnu
+# (MONSERV_BIN and MONSERV_GNU_BIN override).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 out=${OUT:-$repo/target/qemu}
 bin=${MONSERV_BIN:-$repo/target/aarch64-unknown-linux-musl/appliance/monserv}
+gnu_bin=${MONSERV_GNU_BIN:-$repo/target/aarch64-unknown-linux-gnu/appliance/monserv}
 [ -x "$bin" ] || { echo "no aarch64 monserv at $bin: run image/build-aarch64.sh" >&2; exit 1; }
+[ -x "$gnu_bin" ] || { echo "no aarch64 glibc monserv at $gnu_bin: run image/build-aarch64.sh gnu" >&2; exit 1; }
 for need in cpio:cpio mkfs.ext4:e2fsprogs; do
     command -v "${need%%:*}" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need#*:}"; }
 done
@@ -27,6 +30,7 @@ Dir::Cache "$apt_dir/cache";
 Dir::Etc::Preferences "$apt_dir/etc/preferences";
 Dir::Etc::PreferencesParts "$apt_dir/etc/preferences.d";
 Dir::Etc::Parts "$apt_dir/etc/apt.conf.d";
+APT::Sandbox::User "root";
 CONF
 export APT_CONFIG="$apt_dir/apt.conf"
 compgen -G "$apt_dir/state/lists/*_Packages*" >/dev/null || apt-get update -qq
@@ -36,6 +40,8 @@ kernel_pkg=$(apt-cache depends linux-image-arm64 | awk '/Depends: linux-image-[0
 if ! compgen -G "$apt_dir/debs/${kernel_pkg}_*.deb" >/dev/null; then
     (cd "$apt_dir/debs" && apt-get download -qq "$kernel_pkg" busybox-static)
 fi
+# glibc's runtime, for the glibc build of monserv (image/build-aarch64.sh gnu).
+compgen -G "$apt_dir/debs/libc6_*.deb" >/dev/null || (cd "$apt_dir/debs" && apt-get download -qq libc6)
 unset APT_CONFIG
 
 work="$out/work"
@@ -76,6 +82,15 @@ load() {
 for m in virtio_pci virtio_net virtio_blk crc32c_generic ext4; do load "$m"; done
 printf '%s\n' "${order[@]}" > "$root/lib/modules/load-order"
 install -m 0755 "$bin" "$root/usr/bin/monserv"
+# The glibc build beside it (booted with monserv.binary=gnu), with the loader and the
+# libraries it links: libc, libm (readelf -d).
+install -m 0755 "$gnu_bin" "$root/usr/bin/monserv-gnu"
+mkdir -p "$work/libc6" "$root/lib/aarch64-linux-gnu"
+dpkg-deb -x "$apt_dir"/debs/libc6_*.deb "$work/libc6"
+for lib in ld-linux-aarch64.so.1 libc.so.6 libm.so.6; do
+    cp -L "$work/libc6/lib/aarch64-linux-gnu/$lib" "$root/lib/aarch64-linux-gnu/$lib"
+done
+ln -sf aarch64-linux-gnu/ld-linux-aarch64.so.1 "$root/lib/ld-linux-aarch64.so.1"
 cp -a "$repo/image/rootfs/." "$root/"
 chmod 0755 "$root/etc/init.d/"*
 

@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v qemu-system-aarch64 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm; }
 [ -f target/aarch64-unknown-linux-musl/appliance/monserv ] || image/build-aarch64.sh
+[ -f target/aarch64-unknown-linux-gnu/appliance/monserv ] || image/build-aarch64.sh gnu
 image/qemu/build.sh
 cargo nextest run --test it appliance --no-capture

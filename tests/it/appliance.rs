@@ -246,3 +246,22 @@ async fn appliance_bad_config_exits_78_and_is_not_restarted() {
     let console = vm.console();
     assert_eq!(console.matches("monserv-run: starting monserv").count(), 1, "restarted on a config error:\n{console}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appliance_glibc_build_serves_metrics() {
+    // The same image runs the glibc build (image/build-aarch64.sh gnu) on Debian's glibc.
+    let sshd = Sshd::start();
+    let (url, key) = ssh_target(&sshd);
+    let vm = Vm::boot_with(&format!("monserv.binary=gnu monserv.servers={url} monserv.auth_token={TOKEN}"), None);
+    let mut ws = vm.connect().await;
+    let data = support::wait_metrics(&mut ws, Duration::from_secs(60), |d| {
+        d["local"]["status"] == "online" && d[&key]["status"] == "online"
+    })
+    .await;
+    assert_eq!(data["local"]["hostname"], "monserv-gw");
+    assert_eq!(data[&key]["hostname"], support::machine_hostname().as_str());
+    let (status, body) = vm.put_rule("reboot", &support::dist("examples/reboot.wasm")).await;
+    assert_eq!(status, 200, "rules compile in the glibc build too: {body}");
+    let console = vm.console();
+    assert_eq!(console.matches("monserv-run: starting monserv (/usr/bin/monserv-gnu)").count(), 1, "{console}");
+}
