@@ -79,7 +79,8 @@ load() {
     cp "$ko" "$root/lib/modules/"
 }
 # crc32c_generic: ext4 checksums its metadata with the crc32c crypto driver.
-for m in virtio_pci virtio_net virtio_blk crc32c_generic ext4; do load "$m"; done
+# qemu_fw_cfg: the test passes secrets as firmware config entries (see monserv-run).
+for m in virtio_pci virtio_net virtio_blk crc32c_generic ext4 qemu_fw_cfg; do load "$m"; done
 printf '%s\n' "${order[@]}" > "$root/lib/modules/load-order"
 install -m 0755 "$bin" "$root/usr/bin/monserv"
 # The glibc build beside it (booted with monserv.binary=gnu), with the loader and the

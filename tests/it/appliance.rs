@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::support::{self, fixtures, hosts::free_port, Sshd};
 
-/// The REST token the test image gets on its kernel command line.
+/// The REST token the test image gets as a credential.
 const TOKEN: &str = "appliance-test-token";
 
 fn image_dir() -> PathBuf {
@@ -32,21 +32,30 @@ fn image_dir() -> PathBuf {
 struct Vm {
     child: Child,
     console: tempfile::NamedTempFile,
+    /// The files behind the firmware config entries, kept until the VM is gone.
+    _secrets: tempfile::TempDir,
     port: u16,
     started: Instant,
 }
 
 impl Vm {
-    /// Boot with `servers` as extra targets (kernel command line) and, if given, a
+    /// Boot with `servers` (the whole target list, `local` included) and, if given, a
     /// state partition image as the first virtio disk.
     fn boot(servers: &str, state: Option<&Path>) -> Vm {
-        Self::boot_with(&format!("monserv.servers={servers} monserv.auth_token={TOKEN}"), state)
+        Self::boot_with(servers, "", state)
     }
 
-    fn boot_with(cmdline: &str, state: Option<&Path>) -> Vm {
+    /// The secrets (target list, REST token) go in as QEMU firmware config entries,
+    /// which the image turns into credentials: on the kernel command line, or any
+    /// command line, the password would show up in the process lists that monitored
+    /// hosts (this machine, for other tests) report.
+    fn boot_with(servers: &str, cmdline: &str, state: Option<&Path>) -> Vm {
         let image = image_dir();
         let port = free_port();
         let console = tempfile::NamedTempFile::new().unwrap();
+        let secrets = tempfile::tempdir().unwrap();
+        std::fs::write(secrets.path().join("servers"), servers).unwrap();
+        std::fs::write(secrets.path().join("auth_token"), TOKEN).unwrap();
         let mut cmd = Command::new("qemu-system-aarch64");
         cmd.args(["-M", "virt", "-cpu", "cortex-a53", "-m", "512", "-nographic", "-no-reboot"])
             .arg("-kernel")
@@ -60,6 +69,9 @@ impl Vm {
                 "-device",
                 "virtio-net-pci,netdev=n0,romfile=",
             ]);
+        for name in ["servers", "auth_token"] {
+            cmd.arg("-fw_cfg").arg(format!("name=opt/monserv/{name},file={}", secrets.path().join(name).display()));
+        }
         if let Some(disk) = state {
             cmd.arg("-drive").arg(format!("file={},if=virtio,format=raw", disk.display()));
         }
@@ -69,7 +81,7 @@ impl Vm {
             .stderr(Stdio::null())
             .spawn()
             .expect("qemu-system-aarch64 (Debian package qemu-system-arm)");
-        Vm { child, console, port, started: Instant::now() }
+        Vm { child, console, _secrets: secrets, port, started: Instant::now() }
     }
 
     fn addr(&self) -> std::net::SocketAddr {
@@ -146,9 +158,10 @@ fn read_from_image(image: &Path, file: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The target list for the VM: itself and `sshd` on the host; and the ssh target's key.
 fn ssh_target(sshd: &Sshd) -> (String, String) {
     // The guest reaches the host's loopback as 10.0.2.2 (QEMU user networking).
-    let url = format!("ssh://{}:{}@10.0.2.2:{}", fixtures::PW_USER, fixtures::PASSWORD_ENCODED, sshd.port);
+    let url = format!("local,ssh://{}:{}@10.0.2.2:{}", fixtures::PW_USER, fixtures::PASSWORD_ENCODED, sshd.port);
     let key = format!("ssh://{}:***@10.0.2.2:{}", fixtures::PW_USER, sshd.port);
     (url, key)
 }
@@ -184,6 +197,11 @@ async fn appliance_image_boots_and_serves_metrics() {
         vm.started.elapsed().as_secs_f64()
     );
     let console = vm.console();
+    let qemu_cmdline = std::fs::read(format!("/proc/{}/cmdline", vm.child.id())).unwrap();
+    for secret in [fixtures::PASSWORD, fixtures::PASSWORD_ENCODED] {
+        assert!(!String::from_utf8_lossy(&qemu_cmdline).contains(secret), "password on QEMU's command line");
+        assert!(!console.contains(secret), "password on the console:\n{console}");
+    }
     assert!(console.contains("rcS: state partition /dev/vda on /var/lib/monserv"), "{console}");
     assert!(console.contains("rcS: root is read-only"), "{console}");
     assert!(!console.contains("Read-only file system"), "monserv wrote outside its state partition:\n{console}");
@@ -235,7 +253,7 @@ async fn appliance_image_boots_and_serves_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appliance_bad_config_exits_78_and_is_not_restarted() {
     // Port 99999 cannot be a TCP port: a config error, found before anything starts.
-    let vm = Vm::boot_with("monserv.servers=ssh://scada@10.0.2.2:99999", None);
+    let vm = Vm::boot("local,ssh://scada@10.0.2.2:99999", None);
     let console = vm.wait_console("monserv-run: configuration error (exit status 78)", Duration::from_secs(120)).await;
     assert!(console.contains("monserv: config error"), "{console}");
     assert!(console.contains("99999"), "the error must name the bad value:\n{console}");
@@ -252,7 +270,7 @@ async fn appliance_glibc_build_serves_metrics() {
     // The same image runs the glibc build (image/build-aarch64.sh gnu) on Debian's glibc.
     let sshd = Sshd::start();
     let (url, key) = ssh_target(&sshd);
-    let vm = Vm::boot_with(&format!("monserv.binary=gnu monserv.servers={url} monserv.auth_token={TOKEN}"), None);
+    let vm = Vm::boot_with(&url, "monserv.binary=gnu", None);
     let mut ws = vm.connect().await;
     let data = support::wait_metrics(&mut ws, Duration::from_secs(60), |d| {
         d["local"]["status"] == "online" && d[&key]["status"] == "online"
