@@ -18,7 +18,7 @@ const TOKEN: &str = "appliance-test-token";
 
 fn image_dir() -> PathBuf {
     let image = PathBuf::from(format!("{}/target/qemu", env!("CARGO_MANIFEST_DIR")));
-    for f in ["vmlinuz", "initrd.cpio.gz", "state.img"] {
+    for f in ["vmlinuz", "initrd.cpio", "state.img"] {
         assert!(
             image.join(f).exists(),
             "{} missing: run image/build-aarch64.sh and image/qemu/build.sh (tests/run.sh does)",
@@ -61,7 +61,7 @@ impl Vm {
             .arg("-kernel")
             .arg(image.join("vmlinuz"))
             .arg("-initrd")
-            .arg(image.join("initrd.cpio.gz"))
+            .arg(image.join("initrd.cpio"))
             .args(["-append", &format!("console=ttyAMA0 panic=-1 rdinit=/sbin/init {cmdline}")])
             .args([
                 "-netdev",
