@@ -132,6 +132,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
+    // Handlers first: a SIGTERM that lands while the daemon starts (clients may already
+    // be connected) must shut it down cleanly, not kill it with the default action.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("monserv: cannot listen for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let daemon = match Daemon::start(config).await {
         Ok(d) => d,
         Err(e) => {
@@ -139,10 +148,7 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    if let Err(e) = wait_for_signal().await {
-        eprintln!("monserv: cannot listen for signals: {e}");
-        return ExitCode::FAILURE;
-    }
+    signals.wait().await;
     tracing::info!("shutting down");
     if !daemon.shutdown(Duration::from_secs(4)).await {
         tracing::warn!("some tasks did not stop within 4 s");
@@ -150,13 +156,22 @@ async fn run(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+/// SIGTERM (systemd, init) and SIGINT (a terminal) both mean a clean shutdown.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+    }
 }

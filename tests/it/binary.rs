@@ -80,6 +80,30 @@ fn log_filter_from_monserv_log() {
 }
 
 #[test]
+fn sigterm_while_starting_is_a_clean_shutdown() {
+    // SIGTERM the moment the listener accepts, while the daemon may still be starting
+    // (loading rules): the handler must already be in place, exit status 0.
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .env("SERVERS", "local")
+        .env("SERVER_PORT", port.to_string())
+        .env("LISTEN_ADDRESS", "127.0.0.1")
+        .env("STATE_DIRECTORY", state.path())
+        .env("MONSERV_LOG", "error")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "monserv never listened");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "killed by SIGTERM instead of shutting down");
+}
+
+#[test]
 fn port_in_use_is_a_config_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
