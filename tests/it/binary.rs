@@ -291,6 +291,11 @@ fn rule_check_validates_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_threshold_env_drives_the_builtin_rule() {
     let state = tempfile::tempdir().unwrap();
+    // Alerts go only to clients connected when the condition starts. Holding it for 3 s
+    // (a host-side setting; the thresholds still come from the environment) makes sure
+    // this client is connected by then, even on a loaded machine.
+    std::fs::create_dir_all(state.path().join("rules")).unwrap();
+    std::fs::write(state.path().join("rules/threshold.toml"), "for_seconds = 3\n").unwrap();
     let port = free_port();
     let mut child = Command::new(BIN)
         .env("SERVERS", "local")
@@ -309,7 +314,9 @@ async fn go_threshold_env_drives_the_builtin_rule() {
     let url = format!("ws://127.0.0.1:{port}/ws");
     let mut ws = crate::support::connect_retry(&url).await;
     let host = crate::support::machine_hostname();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let alert = loop {
+        assert!(std::time::Instant::now() < deadline, "no alert within 30 s");
         let msg = crate::support::next_json(&mut ws, Duration::from_secs(10)).await;
         if msg["type"] == "alert" {
             break msg;
