@@ -79,15 +79,14 @@ fn rule_command(cmd: RuleCmd) -> ExitCode {
 /// Log to stderr (journald on the appliance). `MONSERV_LOG` picks levels per module,
 /// e.g. `debug` or `info,monserv::collect=trace`; a bad value is reported, not fatal.
 fn init_logging() {
+    use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    const DEFAULT: &str = "info,russh=warn";
-    let (filter, bad) = match std::env::var("MONSERV_LOG") {
-        Ok(spec) => match spec.parse::<tracing_subscriber::filter::Targets>() {
-            Ok(f) => (f, None),
-            Err(e) => (DEFAULT.parse().unwrap_or_default(), Some(format!("MONSERV_LOG={spec:?} ignored: {e}"))),
-        },
-        Err(_) => (DEFAULT.parse().unwrap_or_default(), None),
+    let default = || "info,russh=warn".parse::<Targets>().unwrap_or_default();
+    let (filter, bad) = match std::env::var("MONSERV_LOG").map(|spec| (spec.parse::<Targets>(), spec)) {
+        Ok((Ok(filter), _)) => (filter, None),
+        Ok((Err(e), spec)) => (default(), Some(format!("MONSERV_LOG={spec:?} ignored: {e}"))),
+        Err(_) => (default(), None),
     };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
