@@ -113,7 +113,7 @@ async fn fanout(clients: usize) {
     for _ in 0..ROUNDS {
         let mut s = snapshot.clone();
         s.targets[0].metrics.hostname = format!("t={}", unix_nanos());
-        d.hub().publish_metrics(s);
+        d.hub().publish_metrics(std::sync::Arc::new(s));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     line.clear();

@@ -6,6 +6,7 @@
 //! With nothing configured, monserv watches the machine it runs on.
 
 mod print;
+mod rules;
 mod target;
 
 use std::net::{IpAddr, SocketAddr};
@@ -14,7 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::collect::known_hosts::HostKeyPolicy;
+use rules::RulesFile;
+pub use rules::{RuleLimits, RulesConfig};
 pub use target::{mask_url, parse_target, SshAuth, SshTarget, Target, TargetKind};
 
 /// Exit status for a configuration error (EX_CONFIG from sysexits.h).
@@ -54,6 +56,16 @@ pub enum ConfigError {
     Syntax { path: String, line: usize, message: String },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// How SSH host keys are trusted (`known_hosts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostKeyPolicy {
+    /// Trust on first use, then pin.
+    Tofu,
+    /// Only keys already in the file.
+    Strict,
 }
 
 /// Alert thresholds in percent (read and validated now; the rules use them).
@@ -122,26 +134,6 @@ struct FileConfig {
     thresholds: Option<Thresholds>,
     websocket: Option<WsTimings>,
     rules: Option<RulesFile>,
-}
-
-/// `[rules]`: where rules live and the sandbox every rule runs in.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RulesFile {
-    dir: Option<PathBuf>,
-    builtin: Option<bool>,
-    timeout_ms: Option<u64>,
-    memory_mib: Option<usize>,
-    max_events: Option<usize>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RulesConfig {
-    /// `.wasm` rules (and their `.toml` settings) watched for changes.
-    pub dir: PathBuf,
-    /// Run the built-in threshold rule (unless `dir` holds a `threshold.wasm`).
-    pub builtin: bool,
-    pub limits: crate::rules::Limits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,29 +363,8 @@ impl Config {
             return Err(invalid("websocket.read_timeout_seconds must be longer than ping_interval_seconds"));
         }
 
-        let rf = f.rules.unwrap_or_default();
-        let timeout_ms = rf.timeout_ms.unwrap_or(100);
-        if !(1..=10_000).contains(&timeout_ms) {
-            return Err(invalid(format!("rules.timeout_ms = {timeout_ms}: must be between 1 and 10000")));
-        }
-        let memory_mib = rf.memory_mib.unwrap_or(32);
-        if !(1..=1024).contains(&memory_mib) {
-            return Err(invalid(format!("rules.memory_mib = {memory_mib}: must be between 1 and 1024")));
-        }
-        let max_events = rf.max_events.unwrap_or(1000);
-        if !(1..=100_000).contains(&max_events) {
-            return Err(invalid(format!("rules.max_events = {max_events}: must be between 1 and 100000")));
-        }
-        let rules = RulesConfig {
-            dir: rf.dir.unwrap_or_else(|| state_dir.join("rules")),
-            builtin: rf.builtin.unwrap_or(true),
-            limits: crate::rules::Limits {
-                timeout: Duration::from_millis(timeout_ms),
-                memory_bytes: memory_mib << 20,
-                max_events,
-                ..crate::rules::Limits::default()
-            },
-        };
+        let rules = RulesConfig::from_file(f.rules.unwrap_or_default(), state_dir.join("rules"), poll_interval)
+            .map_err(invalid)?;
 
         Ok(Config {
             rules,

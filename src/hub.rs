@@ -20,7 +20,7 @@ use hyper_tungstenite::tungstenite::Utf8Bytes;
 use tokio::sync::{broadcast, watch};
 
 use crate::model::AlertMessage;
-use crate::poll::Snapshot;
+use crate::model::Snapshot;
 
 /// How many alerts a client may lag before it is dropped: far more than one poll
 /// round of a plant-wide outage produces, at ~200 bytes per alert.
@@ -59,7 +59,7 @@ impl Hub {
     }
 
     /// Serialize a poll round once and hand it to every client.
-    pub fn publish_metrics(&self, snapshot: Snapshot) {
+    pub fn publish_metrics(&self, snapshot: Arc<Snapshot>) {
         let data = snapshot.data_json();
         let mut frame = Vec::with_capacity(data.len() + 40);
         frame.extend_from_slice(br#"{"type":"metrics_update","data":"#);
@@ -70,7 +70,7 @@ impl Hub {
             return;
         };
         *self.latest.write().unwrap_or_else(|e| e.into_inner()) =
-            Latest { data: Some(Bytes::from(data)), snapshot: Some(Arc::new(snapshot)) };
+            Latest { data: Some(Bytes::from(data)), snapshot: Some(snapshot) };
         self.metrics.send_replace(Some(frame));
     }
 

@@ -2,8 +2,8 @@
 //!
 //! Data flows one way: targets from [`config`] -> [`collect`] (one persistent SSH
 //! session per host, or the gateway's own /proc) -> [`poll`] (one snapshot per
-//! round, each host under a deadline) -> [`rules`] (sandboxed Wasm alert rules) ->
-//! [`alert`] (alert once, recover once) -> [`hub`] (serialized once) -> [`http`]
+//! round, each host under a deadline) -> [`rules`] (sandboxed Wasm alert rules, then
+//! alert once, recover once) -> [`hub`] (serialized once) -> [`http`]
 //! (`/ws` clients, REST, the web page). [`model`] holds the wire types, [`store`]
 //! the few files that must survive a restart.
 //!
@@ -11,13 +11,13 @@
 //! - `config`: TOML + Go MonServ environment variables, validated up front.
 //! - `collect/`: `local`, `ssh` (+ `known_hosts`, `backoff`, `script`), and the pure
 //!   parsers `parse` and `sample`.
-//! - `poll`: the round loop. `rules/`: `sandbox`, `engine`, `loader`, `convert`.
-//!   `alert`: firing state. `hub`: fan-out. `http/`: `ws`, `api`, `rules_api`, `page`.
+//! - `poll`: the round loop. `rules/`: `validate`, `sandbox`, `convert`, `output`,
+//!   `alert` (firing state), `engine`, `runner`, `loader`. `hub`: fan-out.
+//!   `http/`: `ws`, `api`, `rules_api`, `page`.
 //! - [`Daemon`]: wires it together; `main.rs` adds signals and exit codes.
 
 #![forbid(unsafe_code)]
 
-pub mod alert;
 pub mod collect;
 pub mod config;
 pub mod http;
@@ -43,15 +43,24 @@ use collect::ssh::SshCollector;
 use collect::{Collector, FsFilter, SampleSpec};
 use config::{Config, TargetKind};
 
-/// Why the daemon could not start. All of these are configuration problems.
+/// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("listen address {addr} unavailable: {reason}")]
     Bind { addr: SocketAddr, reason: String },
     #[error("{0}")]
     Target(String),
+    /// Not the configuration's fault (no threads, no executable memory, ...): the
+    /// service manager should restart, not wait for a config change.
     #[error("rule engine: {0}")]
-    Rules(String),
+    Internal(String),
+}
+
+impl StartError {
+    /// A problem with the configuration (exit 78, no restart loop), or not.
+    pub fn is_config(&self) -> bool {
+        !matches!(self, StartError::Internal(_))
+    }
 }
 
 /// A running monserv: the poll loop and the HTTP server, owned by one tracker.
@@ -96,7 +105,7 @@ impl Daemon {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let hub = Arc::new(hub::Hub::new());
-        let sandbox = rules::sandbox::Sandbox::new(config.rules.limits).map_err(StartError::Rules)?;
+        let sandbox = rules::sandbox::Sandbox::new(config.rules.limits).map_err(StartError::Internal)?;
         let engine = Arc::new(rules::RuleEngine::new(sandbox));
         let t = &config.thresholds;
         let threshold_base = [
@@ -116,8 +125,22 @@ impl Daemon {
         loader.sync().await;
         tracker.spawn(loader.run(shutdown.clone()));
 
-        let mut poller = poll::Poller::new(targets, spec, config.poll_interval, config.host_timeout, hub.clone());
-        poller.rules = Some(engine.clone());
+        // Metrics go out first; the rules get the round on their own task, so a slow
+        // rule never delays a metrics_update or the next round.
+        let (rounds, rounds_rx) = rules::runner::channel();
+        let publish_hub = hub.clone();
+        let publish: poll::Publish = Box::new(move |snapshot| {
+            publish_hub.publish_metrics(snapshot.clone());
+            rounds.send_replace(Some(snapshot));
+        });
+        let alerts_hub = hub.clone();
+        let publish_alerts = move |alerts: Vec<model::AlertMessage>| {
+            for alert in &alerts {
+                alerts_hub.publish_alert(alert);
+            }
+        };
+        tracker.spawn(rules::runner::run(engine.clone(), rounds_rx, publish_alerts, shutdown.clone()));
+        let poller = poll::Poller::new(targets, spec, config.poll_interval, config.host_timeout, publish);
         let heartbeat = poller.heartbeat.clone();
         tracker.spawn(poller.run(shutdown.clone()));
         let state = Arc::new(http::AppState {

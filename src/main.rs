@@ -1,7 +1,8 @@
 //! The `monserv` binary: arguments, logging, signals and exit codes.
 //!
 //! Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 78 (EX_CONFIG) for any
-//! configuration problem including a port already in use, 1 for anything else.
+//! configuration problem including a port already in use, 1 for anything else (such
+//! as a wasm engine or thread that cannot start), which the service manager restarts.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -127,7 +128,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    let code = runtime.block_on(run(config));
+    // Blocking work still running (a `statvfs` hung on a dead NFS server, say) must
+    // not keep a finished daemon from exiting.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
 }
 
 async fn run(config: Config) -> ExitCode {
@@ -142,9 +147,13 @@ async fn run(config: Config) -> ExitCode {
     };
     let daemon = match Daemon::start(config).await {
         Ok(d) => d,
-        Err(e) => {
+        Err(e) if e.is_config() => {
             eprintln!("monserv: config error: {e}");
             return ExitCode::from(EXIT_CONFIG as u8);
+        }
+        Err(e) => {
+            eprintln!("monserv: cannot start: {e}");
+            return ExitCode::FAILURE;
         }
     };
     signals.wait().await;

@@ -3,7 +3,8 @@
 //! Field names and JSON types follow `PROTOCOL.md` exactly; existing MonServ clients
 //! parse these with `JSON.parse` and index them by name, so a rename here is a
 //! breaking change. Additive fields (`cpu`, `status`, `error`, `lastUpdateUtc`) are
-//! documented in the README.
+//! documented in the README. [`Snapshot`] and [`TargetReport`] are one round's result as
+//! every later stage (rules, hub, REST) sees it, so they live here, downstream of none.
 
 use serde::{Deserialize, Serialize};
 
@@ -130,10 +131,63 @@ impl AlertMessage {
     }
 }
 
+// ---- What one poll round produced: shared by the hub, the rules and the API. ----
+
+/// What the rest of monserv knows of one target after a round.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetReport {
+    pub url: String,
+    pub status: HostStatus,
+    /// Latest metrics; for an offline host the last good ones with `status` and
+    /// `error` set; for a host never reached, zeros (so that clients which index
+    /// `memory.usedPercent` keep working) and `collected == false`.
+    pub metrics: ServerMetrics,
+    #[serde(skip)]
+    pub collected: bool,
+    pub last_update: Option<String>,
+    pub consecutive_failures: u32,
+    pub last_error_kind: Option<&'static str>,
+}
+
+/// The result of one round, in configuration order.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub round: u64,
+    pub targets: Vec<TargetReport>,
+}
+
+impl Snapshot {
+    /// The `data` object of `metrics_update`: `{ key: ServerMetrics, ... }` in
+    /// configuration order.
+    pub fn data_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024 * self.targets.len() + 2);
+        out.push(b'{');
+        for (i, t) in self.targets.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Serializing a String and a plain struct cannot fail.
+            let _ = serde_json::to_writer(&mut out, &t.url);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, &t.metrics);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
 /// Format a wall-clock time the way PROTOCOL.md wants it: RFC 3339, UTC, whole
 /// seconds, `Z` suffix.
 pub fn rfc3339_utc(time: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// Characters that must never reach a terminal, a log line or a mail header raw:
+/// C0 and C1 controls, DEL, and the bidirectional overrides that make text read
+/// differently from what it is. Host-supplied text is cleaned of them in the parse
+/// layer; rule-supplied text is escaped in `rules::output`.
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Round to one decimal, as the protocol shows percentages.

@@ -1,11 +1,12 @@
 //! The poll loop: one round every `poll_interval`, all targets at once, each under
-//! its own deadline, then one snapshot to the hub.
+//! its own deadline, then one snapshot handed on.
 //!
 //! A slow, hung or dead host costs the round at most `host_timeout`; it is marked
 //! offline and retried (its collector backs off), and the other hosts' fresh
 //! metrics go out with the same round. Missed ticks are delayed, not bunched up.
-//! After each round the alert rules run on the snapshot; the metrics and then the
-//! round's alerts go to the hub.
+//! What happens to a snapshot is the caller's business (`publish`, given at
+//! construction: the metrics go out first, then the rules get the round on their own
+//! task), so nothing later in the data flow can slow the cadence.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,8 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::collect::parse::CpuTimes;
 use crate::collect::sample::build_metrics;
 use crate::collect::{CollectError, Collector, SampleSpec};
-use crate::hub::Hub;
-use crate::model::{self, HostStatus, Memory, ServerMetrics};
+use crate::model::{self, HostStatus, Memory, ServerMetrics, Snapshot, TargetReport};
 
 /// One target as the poll loop tracks it.
 pub struct PolledTarget {
@@ -29,49 +29,6 @@ pub struct PolledTarget {
     pub collector: Collector,
     cpu_prev: Option<CpuTimes>,
     report: TargetReport,
-}
-
-/// What the rest of monserv knows of one target after a round.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TargetReport {
-    pub url: String,
-    pub status: HostStatus,
-    /// Latest metrics; for an offline host the last good ones with `status` and
-    /// `error` set; for a host never reached, zeros (so that clients which index
-    /// `memory.usedPercent` keep working) and `collected == false`.
-    pub metrics: ServerMetrics,
-    #[serde(skip)]
-    pub collected: bool,
-    pub last_update: Option<String>,
-    pub consecutive_failures: u32,
-    pub last_error_kind: Option<&'static str>,
-}
-
-/// The result of one round, in configuration order.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub round: u64,
-    pub targets: Vec<TargetReport>,
-}
-
-impl Snapshot {
-    /// The `data` object of `metrics_update`: `{ key: ServerMetrics, ... }` in
-    /// configuration order.
-    pub fn data_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1024 * self.targets.len() + 2);
-        out.push(b'{');
-        for (i, t) in self.targets.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            // Serializing a String and a plain struct cannot fail.
-            let _ = serde_json::to_writer(&mut out, &t.url);
-            out.push(b':');
-            let _ = serde_json::to_writer(&mut out, &t.metrics);
-        }
-        out.push(b'}');
-        out
-    }
 }
 
 impl PolledTarget {
@@ -144,14 +101,16 @@ impl PolledTarget {
     }
 }
 
+/// What the poll loop does with each round's snapshot. It must not block: it runs
+/// on the poll loop between rounds.
+pub type Publish = Box<dyn Fn(Arc<Snapshot>) + Send + Sync>;
+
 pub struct Poller {
     pub targets: Vec<PolledTarget>,
-    /// Alert rules evaluated after every round.
-    pub rules: Option<Arc<crate::rules::RuleEngine>>,
     pub spec: SampleSpec,
     pub interval: Duration,
     pub host_timeout: Duration,
-    pub hub: Arc<Hub>,
+    publish: Publish,
     /// Stamped every round; the systemd watchdog pings only while it is fresh.
     pub heartbeat: Arc<crate::systemd::Heartbeat>,
     round: u64,
@@ -163,9 +122,9 @@ impl Poller {
         spec: SampleSpec,
         interval: Duration,
         host_timeout: Duration,
-        hub: Arc<Hub>,
+        publish: Publish,
     ) -> Self {
-        Poller { targets, rules: None, spec, interval, host_timeout, hub, heartbeat: Default::default(), round: 0 }
+        Poller { targets, spec, interval, host_timeout, publish, heartbeat: Default::default(), round: 0 }
     }
 
     /// Poll until `shutdown`; then close the SSH sessions politely.
@@ -182,15 +141,7 @@ impl Poller {
                 _ = shutdown.cancelled() => break,
                 s = self.round() => s,
             };
-            // Rules see the round before clients do; each evaluation is time-boxed.
-            let alerts = match &self.rules {
-                Some(engine) => engine.evaluate_round(&snapshot).await,
-                None => Vec::new(),
-            };
-            self.hub.publish_metrics(snapshot);
-            for alert in &alerts {
-                self.hub.publish_alert(alert);
-            }
+            (self.publish)(Arc::new(snapshot));
         }
         let closing = self.targets.iter_mut().map(|t| t.collector.close());
         let _ = tokio::time::timeout(Duration::from_secs(1), futures_util::future::join_all(closing)).await;

@@ -4,6 +4,7 @@
 //! atomically: write a temporary file beside it, fsync, rename over the old one,
 //! fsync the directory. A power cut leaves either the old or the new file, never a
 //! torn one. Writes are rare (a new host key, later alert state), never per poll.
+//! Reading untrusted files (the rules directory) goes through [`read_regular`].
 
 use std::fs;
 use std::io::Write;
@@ -34,6 +35,53 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Why [`read_regular`] refused a file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file (a {0}); only regular files are read")]
+    NotRegular(&'static str),
+    #[error("larger than {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+/// Read an untrusted file: regular files only, at most `limit` bytes, without ever
+/// blocking on a FIFO or reading a device forever. The file is opened with
+/// `O_NONBLOCK` (opening a FIFO then returns at once) and judged by what was opened
+/// (`fstat`), not by a path that may be swapped in between. Blocking I/O: call off
+/// the async workers.
+pub fn read_regular(path: &Path, limit: usize) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(ReadError::NotRegular(if kind.is_fifo() {
+            "FIFO"
+        } else if kind.is_char_device() {
+            "character device"
+        } else if kind.is_block_device() {
+            "block device"
+        } else if kind.is_socket() {
+            "socket"
+        } else if kind.is_dir() {
+            "directory"
+        } else {
+            "special file"
+        }));
+    }
+    let mut buf = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +96,25 @@ mod tests {
         let names: Vec<_> = fs::read_dir(dir.join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn read_regular_refuses_fifos_and_devices_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("x.wasm");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No writer: a blocking open would hang here forever.
+        assert_eq!(
+            read_regular(&fifo, 10).unwrap_err().to_string(),
+            "not a regular file (a FIFO); only regular files are read"
+        );
+        let zero = dir.path().join("zero.wasm");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(matches!(read_regular(&zero, 10), Err(ReadError::NotRegular("character device"))));
+        let file = dir.path().join("r.toml");
+        fs::write(&file, b"0123456789").unwrap();
+        assert_eq!(read_regular(&file, 10).unwrap(), b"0123456789");
+        assert!(matches!(read_regular(&file, 9), Err(ReadError::TooLarge { limit: 9 })));
+        assert!(matches!(read_regular(dir.path(), 9), Err(ReadError::NotRegular("directory"))));
     }
 }

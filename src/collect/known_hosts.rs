@@ -13,15 +13,20 @@ use std::sync::Mutex;
 
 use russh::keys::PublicKey;
 
+pub use crate::config::HostKeyPolicy;
 use crate::store;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HostKeyPolicy {
-    /// Trust on first use, then pin.
-    Tofu,
-    /// Only keys already in the file.
-    Strict,
+/// Why a host key could not be checked (the host is then offline with this reason).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KnownHostsError {
+    #[error("reading {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("writing {path}: {reason}")]
+    Write { path: String, reason: String },
+    #[error("encoding host key: {0}")]
+    Encode(String),
+    #[error("host key check task failed: {0}")]
+    Task(String),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -53,10 +58,13 @@ impl KnownHosts {
         &self.path
     }
 
-    pub fn verify(&self, host: &str, port: u16, key: &PublicKey) -> Result<Verdict, String> {
+    /// Check `key` for `host:port` (and on first use under TOFU, record it). Blocking
+    /// file I/O: call off the async workers.
+    pub fn verify(&self, host: &str, port: u16, key: &PublicKey) -> Result<Verdict, KnownHostsError> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let path = || self.path.display().to_string();
         let recorded = russh::keys::known_hosts::known_host_keys_path(host, port, &self.path)
-            .map_err(|e| format!("reading {}: {e}", self.path.display()))?;
+            .map_err(|e| KnownHostsError::Read { path: path(), reason: e.to_string() })?;
         if recorded.iter().any(|(_, k)| k.key_data() == key.key_data()) {
             return Ok(Verdict::Known);
         }
@@ -69,15 +77,16 @@ impl KnownHosts {
         let mut contents = match std::fs::read(&self.path) {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("reading {}: {e}", self.path.display())),
+            Err(e) => return Err(KnownHostsError::Read { path: path(), reason: e.to_string() }),
         };
         if !contents.is_empty() && contents.last() != Some(&b'\n') {
             contents.push(b'\n');
         }
         let host_field = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
-        let key_text = key.to_openssh().map_err(|e| format!("encoding host key: {e}"))?;
+        let key_text = key.to_openssh().map_err(|e| KnownHostsError::Encode(e.to_string()))?;
         contents.extend_from_slice(format!("{host_field} {key_text}\n").as_bytes());
-        store::write_atomic(&self.path, &contents).map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+        store::write_atomic(&self.path, &contents)
+            .map_err(|e| KnownHostsError::Write { path: path(), reason: e.to_string() })?;
         Ok(Verdict::Learned)
     }
 }

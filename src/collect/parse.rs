@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 
+use crate::model::is_unsafe_char;
+
 /// What a parser could not make sense of. Names the file, so the host's error says
 /// where to look.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,18 +21,39 @@ pub enum ParseError {
     Malformed { what: &'static str, detail: String },
 }
 
+/// `detail` may quote the host's bytes: cleaned like any host text.
 fn malformed(what: &'static str, detail: impl Into<String>) -> ParseError {
-    ParseError::Malformed { what, detail: detail.into() }
+    let mut detail = detail.into();
+    clean_field(&mut detail, 200);
+    ParseError::Malformed { what, detail }
 }
 
 /// Lossy UTF-8 with control characters replaced, trimmed: safe to show in a UI.
 pub fn clean_text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if is_unsafe_char(c) { ' ' } else { c })
         .collect::<String>()
         .trim()
         .to_string()
+}
+
+/// Host text made safe to show, keeping its shape (no trimming): each control
+/// character or bidi override becomes U+FFFD, and the whole is cut to `max` bytes.
+/// Every text field of a host's metrics passes through here once
+/// (`sample::build_metrics`), so nothing a host sends reaches `/ws`, an alert
+/// subject or a log line with terminal escapes in it.
+pub fn clean_field(text: &mut String, max: usize) {
+    if text.chars().any(is_unsafe_char) {
+        *text = text.chars().map(|c| if is_unsafe_char(c) { '\u{fffd}' } else { c }).collect();
+    }
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
 }
 
 /// `/proc/sys/kernel/hostname`: one line. Capped at 255 bytes (the kernel's own limit is 64).

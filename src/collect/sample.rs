@@ -207,7 +207,7 @@ pub fn build_metrics(
         free: mem.available,
         used_percent: model::round1((mem.total - mem.available) as f64 / mem.total as f64 * 100.0),
     };
-    let metrics = ServerMetrics {
+    let mut metrics = ServerMetrics {
         hostname,
         uptime_seconds,
         disks: disks(&parse::mounts(&raw.mounts), &raw.space, filter),
@@ -222,7 +222,29 @@ pub fn build_metrics(
         status: HostStatus::Online,
         error: None,
     };
+    clean_metrics(&mut metrics);
     Ok((metrics, cpu_stat.times))
+}
+
+/// Longest text field kept from a host (PATH_MAX): longer is cut.
+pub const MAX_FIELD_BYTES: usize = 4096;
+
+/// The one place host-supplied text is made safe: every text field of the metrics.
+/// Matching (mounts against `df`, UIDs against passwd) happened on the raw text.
+pub fn clean_metrics(m: &mut ServerMetrics) {
+    let clean = |s: &mut String| parse::clean_field(s, MAX_FIELD_BYTES);
+    clean(&mut m.hostname);
+    clean(&mut m.cpu.model_name);
+    for d in &mut m.disks {
+        clean(&mut d.device);
+        clean(&mut d.mountpoint);
+        clean(&mut d.fstype);
+    }
+    for p in &mut m.top_procs_by_mem {
+        clean(&mut p.name);
+        clean(&mut p.username);
+        clean(&mut p.cmdline);
+    }
 }
 
 /// Real filesystems with their sizes, in /proc/mounts order. A mountpoint mounted over

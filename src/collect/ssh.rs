@@ -15,7 +15,7 @@ use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::ChannelMsg;
 
 use super::backoff::Backoff;
-use super::known_hosts::{KnownHosts, Verdict};
+use super::known_hosts::{KnownHosts, KnownHostsError, Verdict};
 use super::sample::RawSample;
 use super::script;
 use super::{CollectError, SampleSpec};
@@ -38,7 +38,12 @@ impl client::Handler for HostKeyCheck {
             self.report(CollectError::HostKeyCheck("host certificates are not supported; pin the host key".into()));
             return Ok(false);
         };
-        let problem = match self.known_hosts.verify(&self.host, self.port, key) {
+        // Reading known_hosts and the TOFU write (with fsyncs) are blocking I/O.
+        let (kh, host, port, offered) = (self.known_hosts.clone(), self.host.clone(), self.port, key.clone());
+        let verdict = tokio::task::spawn_blocking(move || kh.verify(&host, port, &offered))
+            .await
+            .unwrap_or_else(|e| Err(KnownHostsError::Task(e.to_string())));
+        let problem = match verdict {
             Ok(Verdict::Known) => return Ok(true),
             Ok(Verdict::Learned) => {
                 tracing::info!(host = %self.host, port = self.port, fingerprint = %key.fingerprint(Default::default()),
@@ -51,7 +56,7 @@ impl client::Handler for HostKeyCheck {
                     "HOST KEY CHANGED: refusing to connect (possible man-in-the-middle)");
                 CollectError::HostKeyChanged { line }
             }
-            Err(e) => CollectError::HostKeyCheck(e),
+            Err(e) => CollectError::HostKeyCheck(e.to_string()),
         };
         self.report(problem);
         Ok(false)

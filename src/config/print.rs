@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
+use super::HostKeyPolicy;
 use super::{Config, Thresholds, WsTimings};
-use crate::collect::known_hosts::HostKeyPolicy;
 
 impl Config {
     /// The effective configuration as TOML, secrets masked (`--print-config`).
@@ -28,24 +28,10 @@ impl Config {
             reconnect_max_seconds: f64,
             thresholds: Thresholds,
             websocket: WsTimings,
-            rules: PrintRules,
-        }
-        #[derive(Serialize)]
-        struct PrintRules {
-            dir: String,
-            builtin: bool,
-            timeout_ms: u64,
-            memory_mib: usize,
-            max_events: usize,
+            rules: super::rules::PrintRules,
         }
         let p = Printable {
-            rules: PrintRules {
-                dir: self.rules.dir.display().to_string(),
-                builtin: self.rules.builtin,
-                timeout_ms: self.rules.limits.timeout.as_millis() as u64,
-                memory_mib: self.rules.limits.memory_bytes >> 20,
-                max_events: self.rules.limits.max_events,
-            },
+            rules: self.rules.printable(),
             websocket: self.websocket,
             listen: self.listen.ip().to_string(),
             port: self.listen.port(),

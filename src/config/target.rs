@@ -42,18 +42,36 @@ pub enum SshAuth {
     Key(PathBuf),
 }
 
-/// Replace the password of anything URL-shaped with `***`. Safe on any input.
+/// Replace the password of anything URL-shaped with `***`, whatever its shape.
+/// Safe on any input. Besides `scheme://user:password@host`, it covers the pieces an
+/// unencoded `,` in a password leaves when `SERVERS` is split there:
+/// `ssh://user:passw` (no `@`: anything after a `:` that is not a port is masked)
+/// and `ord@host` (no scheme: the user info may be the rest of a password).
 pub fn mask_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
+    let (prefix, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
     };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.rfind('@') else {
+    if let Some(at) = rest.rfind('@') {
+        let userinfo = &rest[..at];
+        return match userinfo.find(':') {
+            Some(colon) => format!("{prefix}{}:***@{}", &userinfo[..colon], &rest[at + 1..]),
+            None if prefix.is_empty() => format!("***@{}", &rest[at + 1..]),
+            None => url.to_string(),
+        };
+    }
+    if prefix.is_empty() || rest.starts_with('[') {
         return url.to_string();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!("{}{}:***@{}", &url[..scheme_end + 3], &userinfo[..colon], &rest[at + 1..]),
+    }
+    match rest.find(':') {
+        Some(colon) => {
+            let port = rest[colon + 1..].split('/').next().unwrap_or_default();
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                url.to_string()
+            } else {
+                format!("{prefix}{}:***", &rest[..colon])
+            }
+        }
         None => url.to_string(),
     }
 }
@@ -66,6 +84,15 @@ pub fn parse_target(url: &str, identity: Option<PathBuf>) -> Result<Target, Stri
     }
     let masked = mask_url(url);
     let bad = |why: &str| format!("target {masked:?}: {why}");
+    if !url.contains("://") {
+        // Not shown: a piece without a scheme is most often the tail of a password
+        // that held an unencoded ',' and split SERVERS there.
+        return Err(format!(
+            "a target of {} characters has no scheme (not shown, in case it is part of a password; \
+             expected \"ssh://user[:password]@host[:port]\" or \"local\"; percent-encode ',' as %2C in passwords)",
+            url.chars().count()
+        ));
+    }
     let Some(rest) = url.strip_prefix("ssh://") else {
         return Err(bad("unsupported scheme (expected \"ssh://user[:password]@host[:port]\" or \"local\")"));
     };
@@ -199,5 +226,26 @@ mod tests {
         assert_eq!(mask_url("no url"), "no url");
         assert_eq!(mask_url("ssh://u@h"), "ssh://u@h");
         assert_eq!(mask_url("ssh://u:x:y@h"), "ssh://u:***@h");
+        assert_eq!(mask_url("ssh://h:2222"), "ssh://h:2222");
+        assert_eq!(mask_url("ssh://[::1]:22"), "ssh://[::1]:22");
+        // The pieces of `ssh://scada:PASS,WORD@h` split at the comma.
+        assert_eq!(mask_url("ssh://scada:PASS"), "ssh://scada:***");
+        assert_eq!(mask_url("WORD@h:22"), "***@h:22");
+    }
+
+    #[test]
+    fn a_password_split_by_an_unencoded_comma_is_never_shown() {
+        // SERVERS="ssh://scada:se,cr,et@h" splits into three pieces.
+        for piece in ["ssh://scada:se", "cr", "et@h"] {
+            let e = parse_target(piece, None).unwrap_err();
+            for secret in ["se", "cr", "et"] {
+                assert!(!e.contains(&format!("{secret}\"")) && !e.contains(&format!(":{secret}")), "{piece}: {e}");
+            }
+        }
+        assert_eq!(
+            parse_target("ssh://scada:se", None).unwrap_err(),
+            "target \"ssh://scada:***\": missing user (expected ssh://user@host)"
+        );
+        assert!(parse_target("cr", None).unwrap_err().starts_with("a target of 2 characters has no scheme"));
     }
 }

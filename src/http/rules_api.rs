@@ -51,7 +51,12 @@ fn list(api: &RulesApi) -> Response<Body> {
         .collect();
     let body = serde_json::json!({
         "success": true,
-        "data": { "rules": api.engine.status(), "rejected": rejected, "dir": api.dir.dir.display().to_string() },
+        "data": {
+            "rules": api.engine.status(),
+            "rejected": rejected,
+            "dir": api.dir.dir.display().to_string(),
+            "engine": api.engine.engine_status(),
+        },
     });
     json(StatusCode::OK, body.to_string())
 }
@@ -63,14 +68,19 @@ async fn upload(req: Request<Incoming>, name: &str, api: &RulesApi) -> Response<
             return json_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("rules are limited to {MAX_RULE_BYTES} bytes"))
         }
     };
-    let settings = match api.dir.settings_for(name) {
-        Ok(s) => s,
-        Err(e) => return json_error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+    // Reading settings and writing the file (with fsyncs) are blocking I/O.
+    let (dir, rule) = (api.dir.clone(), name.to_string());
+    let settings = match blocking(move || dir.settings_for(&rule)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     match api.engine.install(name, bytes.to_vec(), settings, Source::File).await {
         Ok(info) => {
             api.engine.set_rejected(name, None);
-            if let Err(e) = crate::store::write_atomic(&api.dir.wasm_path(name), &bytes) {
+            let path = api.dir.wasm_path(name);
+            let saved = blocking(move || crate::store::write_atomic(&path, &bytes).map_err(|e| e.to_string())).await;
+            if let Err(e) = saved.and_then(|r| r) {
                 tracing::warn!(rule = name, error = %e, "uploaded rule is running but could not be saved");
                 return json_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -80,6 +90,7 @@ async fn upload(req: Request<Incoming>, name: &str, api: &RulesApi) -> Response<
             json(StatusCode::OK, serde_json::json!({ "success": true, "data": info }).to_string())
         }
         Err(reason) => {
+            let reason = reason.to_string();
             tracing::warn!(rule = name, %reason, "uploaded rule rejected; the previous version (if any) keeps running");
             json_error(StatusCode::UNPROCESSABLE_ENTITY, &format!("rule rejected: {reason}"))
         }
@@ -88,12 +99,16 @@ async fn upload(req: Request<Incoming>, name: &str, api: &RulesApi) -> Response<
 
 async fn delete(name: &str, api: &RulesApi) -> Response<Body> {
     let path = api.dir.wasm_path(name);
-    let had_file = match std::fs::remove_file(&path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => {
-            return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot delete {}: {e}", path.display()))
-        }
+    let shown = path.display().to_string();
+    let removed = blocking(move || match std::fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(format!("cannot delete {shown}: {e}")),
+    })
+    .await;
+    let had_file = match removed.and_then(|r| r) {
+        Ok(had) => had,
+        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     if name == BUILTIN_NAME && api.dir.builtin {
         if !had_file {
@@ -103,10 +118,11 @@ async fn delete(name: &str, api: &RulesApi) -> Response<Body> {
             );
         }
         // The override is gone: the built-in version takes over again.
-        let settings = api.dir.settings_for(name).unwrap_or_default();
+        let (dir, rule) = (api.dir.clone(), name.to_string());
+        let settings = blocking(move || dir.settings_for(&rule)).await.ok().and_then(Result::ok).unwrap_or_default();
         return match api.engine.install(name, BUILTIN_THRESHOLD.to_vec(), settings, Source::Builtin).await {
             Ok(_) => json(StatusCode::OK, r#"{"success":true,"data":{"restored":"builtin"}}"#),
-            Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         };
     }
     if api.engine.remove(name) || had_file {
@@ -114,4 +130,9 @@ async fn delete(name: &str, api: &RulesApi) -> Response<Body> {
     } else {
         json_error(StatusCode::NOT_FOUND, "no such rule")
     }
+}
+
+/// Run blocking file work (reads of untrusted files, fsyncs) off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| format!("file task failed: {e}"))
 }

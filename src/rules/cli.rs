@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::sandbox::{wit, Compiled, Limits, Sandbox};
+use super::sandbox::{wit, Compiled, Limits, RuleCtx, Sandbox};
 use crate::model::{HostStatus, ServerMetrics};
 
 fn load(path: &Path, limits: Limits) -> Result<(Sandbox, Compiled), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = crate::store::read_regular(path, super::validate::MAX.file_bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let sandbox = Sandbox::new(limits)?;
     let compiled = sandbox.compile(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((sandbox, compiled))
@@ -61,9 +62,11 @@ pub fn test(path: &Path, snapshot: &Path, active: &[String], settings: &[(String
     let snap = parse_snapshot(&text).map_err(|e| format!("{}: {e}", snapshot.display()))?;
     let (sandbox, c) = load(path, Limits::default())?;
     let config: HashMap<String, String> = settings.iter().cloned().collect();
-    let events = sandbox
-        .evaluate(&c, &c.info.name, Arc::new(config), &snap, active)
-        .map_err(|e| format!("rule {}: {e}", c.info.name))?;
+    let ctx = RuleCtx::new(&c.info.name, Arc::new(config));
+    let events = sandbox.evaluate(&c, &ctx, &snap, active).map_err(|e| format!("rule {}: {e}", c.info.name))?;
+    // The same per-event and per-target limits the daemon applies.
+    let targets = snap.targets.iter().map(|t| t.key.as_str()).collect();
+    let (events, trimmed) = super::output::sanitize(events, &targets, &sandbox.limits);
     let mut out = String::new();
     for e in &events {
         let kind = match e.kind {
@@ -73,5 +76,11 @@ pub fn test(path: &Path, snapshot: &Path, active: &[String], settings: &[(String
         out.push_str(&format!("{kind:<8} {}  {}  {}\n", e.key, e.subject, e.message));
     }
     out.push_str(&format!("{} events from {} targets\n", events.len(), snap.targets.len()));
+    if trimmed.dropped + trimmed.truncated > 0 {
+        out.push_str(&format!(
+            "limits: {} events dropped, {} shortened (at most {} events per target)\n",
+            trimmed.dropped, trimmed.truncated, sandbox.limits.max_events_per_target
+        ));
+    }
     Ok(out)
 }

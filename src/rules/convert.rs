@@ -3,8 +3,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::sandbox::wit;
+use crate::model::Snapshot;
 use crate::model::{HostStatus, ServerMetrics};
-use crate::poll::Snapshot;
 
 pub fn snapshot(s: &Snapshot) -> wit::Snapshot {
     wit::Snapshot {

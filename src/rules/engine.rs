@@ -7,23 +7,29 @@
 //! a copy of the rule's firing keys, under the sandbox) off the hot path before it is
 //! swapped in; a bad one is rejected and the previous version keeps running.
 //!
-//! A failing rule (trap, timeout, error, oversized output) affects only itself: it is
-//! logged with its name and reason and counted; after 3 failures in a row it is
-//! quarantined for 30 s, doubling up to 10 min, then tried again.
+//! A failing rule (trap, timeout, error) affects only itself: it is logged with its
+//! name and reason and counted; after 3 failures in a row it is quarantined for 30 s,
+//! doubling up to 10 min, then tried again. Oversized output is not a failure: it is
+//! cut per event and per target (`output`) and counted. All rules together get one
+//! wall-clock budget per round: a rule that would start after it is spent is skipped
+//! and counted, and the starting rule rotates each round, so the same rule is not
+//! always the one skipped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::alert::AlertState;
 use super::convert;
-use super::sandbox::{wit, Compiled, EvalError, RuleInfo, Sandbox};
-use crate::alert::AlertState;
-use crate::model::AlertMessage;
-use crate::poll::Snapshot;
+use super::output::{self, OutputStats};
+use super::sandbox::{wit, Compiled, EvalError, LoadError, RuleCtx, RuleInfo, Sandbox};
+use crate::model::{AlertMessage, Snapshot};
 
 const QUARANTINE_AFTER: u32 = 3;
 const QUARANTINE_BASE: Duration = Duration::from_secs(30);
 const QUARANTINE_MAX: Duration = Duration::from_secs(600);
+/// At most one log line per rule per this period about trimmed output or its cap.
+const LIMIT_NOTE_EVERY: Duration = Duration::from_secs(60);
 
 /// Where a rule came from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -35,16 +41,26 @@ pub enum Source {
     File,
 }
 
+/// Why a candidate was not swapped in. The previous version (if any) keeps running.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InstallError {
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("trial evaluation on the current snapshot failed: {0}")]
+    Trial(EvalError),
+    #[error("compiler task failed: {0}")]
+    Task(String),
+}
+
 struct Slot {
-    name: String,
+    ctx: RuleCtx,
     compiled: Compiled,
-    config: Arc<HashMap<String, String>>,
     hold_for: Duration,
     source: Source,
     /// Identifies the bytes and config this slot was built from.
     digest: u64,
     loaded_at: SystemTime,
-    stats: Mutex<Stats>,
+    stats: Arc<Mutex<Stats>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -60,6 +76,16 @@ struct Stats {
     last_round: u64,
     /// Versions that replaced an earlier one.
     swaps: u64,
+    /// Events dropped or shortened by the output limits, ever.
+    events_dropped: u64,
+    events_truncated: u64,
+    /// New conditions not tracked because the rule was at `max_firing`.
+    over_firing_limit: u64,
+    /// Rounds this rule was skipped because the round's budget was spent.
+    skipped_over_budget: u64,
+    /// When the last "output limited" line was logged, and what it has not reported.
+    noted_at: Option<Instant>,
+    unnoted: (u64, u64, u64),
 }
 
 /// What `GET /api/v1/rules` shows of a rule.
@@ -68,7 +94,8 @@ pub struct RuleStatus {
     pub name: String,
     pub version: String,
     pub source: Source,
-    /// `ok`, `failing` or `quarantined`.
+    /// `ok`, `failing`, `quarantined` or `firing_limit` (at `max_firing`: new
+    /// conditions are counted in `over_firing_limit`, not tracked).
     pub status: &'static str,
     pub last_error: Option<String>,
     pub evaluations: u64,
@@ -78,9 +105,30 @@ pub struct RuleStatus {
     pub last_round: u64,
     pub swaps: u64,
     pub firing: usize,
+    pub events_dropped: u64,
+    pub events_truncated: u64,
+    pub over_firing_limit: u64,
+    pub skipped_over_budget: u64,
     pub loaded_at: String,
     pub config: BTreeMap<String, String>,
     pub info: RuleInfo,
+}
+
+/// Counters of the engine as a whole (`GET /api/v1/rules`, `data.engine`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EngineStatus {
+    /// Poll rounds the rules were evaluated on.
+    pub rounds_evaluated: u64,
+    /// Poll rounds never given to the rules because they were still busy with an
+    /// earlier one (they then take the newest round).
+    pub rounds_skipped: u64,
+    /// Wall-clock time of the last round's rules, all together.
+    pub last_round_micros: u64,
+    pub round_budget_ms: u64,
+    pub max_firing: usize,
+    pub max_events_per_target: usize,
+    /// How the rules directory is followed: `inotify`, or polling and why.
+    pub watch: String,
 }
 
 pub struct RuleEngine {
@@ -91,6 +139,7 @@ pub struct RuleEngine {
     latest: Mutex<Option<Arc<wit::Snapshot>>>,
     /// Candidates refused, by rule name, with the reason (shown by the REST API).
     rejected: Mutex<BTreeMap<String, String>>,
+    counters: Mutex<EngineStatus>,
 }
 
 /// A rule's settings: its config values and the host-side `for` duration.
@@ -115,15 +164,33 @@ pub fn digest(bytes: &[u8], settings: &RuleSettings) -> u64 {
     h.finish()
 }
 
+/// One rule's part of a round.
+enum Outcome {
+    Quarantined,
+    OverBudget,
+    Ran { result: Result<(Vec<wit::Event>, OutputStats), EvalError>, took: Duration },
+}
+
 impl RuleEngine {
     pub fn new(sandbox: Sandbox) -> Self {
+        let l = sandbox.limits;
         RuleEngine {
             sandbox: Arc::new(sandbox),
             rules: RwLock::new(BTreeMap::new()),
             alerts: Mutex::new(AlertState::default()),
             latest: Mutex::new(None),
             rejected: Mutex::new(BTreeMap::new()),
+            counters: Mutex::new(EngineStatus {
+                round_budget_ms: l.round_budget.as_millis() as u64,
+                max_firing: l.max_firing,
+                max_events_per_target: l.max_events_per_target,
+                ..EngineStatus::default()
+            }),
         }
+    }
+
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     /// The digest of the loaded version of `name`, if any.
@@ -139,24 +206,25 @@ impl RuleEngine {
         bytes: Vec<u8>,
         settings: RuleSettings,
         source: Source,
-    ) -> Result<RuleInfo, String> {
+    ) -> Result<RuleInfo, InstallError> {
         let digest = digest(&bytes, &settings);
-        let config = Arc::new(settings.values);
+        let previous = self.rules.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
+        // The same rule keeps its log budget across versions.
+        let log = previous.as_ref().map(|p| p.ctx.log.clone()).unwrap_or_default();
+        let ctx = RuleCtx { name: name.into(), config: Arc::new(settings.values), log };
         let sandbox = self.sandbox.clone();
         let trial_snapshot = lock(&self.latest).clone();
         let active = lock(&self.alerts).active_keys(name);
-        let (rule, cfg) = (name.to_string(), config.clone());
-        let compiled = tokio::task::spawn_blocking(move || -> Result<Compiled, String> {
-            let compiled = sandbox.compile(&bytes).map_err(|e| e.to_string())?;
+        let trial_ctx = ctx.clone();
+        let compiled = tokio::task::spawn_blocking(move || -> Result<Compiled, InstallError> {
+            let compiled = sandbox.compile(&bytes)?;
             if let Some(snap) = trial_snapshot {
-                sandbox
-                    .evaluate(&compiled, &rule, cfg, &snap, &active)
-                    .map_err(|e| format!("trial evaluation on the current snapshot failed: {e}"))?;
+                sandbox.evaluate(&compiled, &trial_ctx, &snap, &active).map_err(InstallError::Trial)?;
             }
             Ok(compiled)
         })
         .await
-        .map_err(|e| format!("compiler task failed: {e}"))??;
+        .map_err(|e| InstallError::Task(e.to_string()))??;
         let info = compiled.info.clone();
         let mut rules = self.rules.write().unwrap_or_else(|e| e.into_inner());
         // Counters follow the rule across versions; only the failure streak restarts.
@@ -168,14 +236,13 @@ impl RuleEngine {
             })
             .unwrap_or_default();
         let slot = Arc::new(Slot {
-            name: name.to_string(),
+            ctx,
             compiled,
-            config,
             hold_for: settings.hold_for,
             source,
             digest,
             loaded_at: SystemTime::now(),
-            stats: Mutex::new(carried),
+            stats: Arc::new(Mutex::new(carried)),
         });
         let previous = rules.insert(name.to_string(), slot);
         drop(rules);
@@ -211,34 +278,57 @@ impl RuleEngine {
         removed
     }
 
-    /// Evaluate every rule on one round's snapshot; returns the alert messages.
+    /// Rounds the rules never saw because they were busy (counted by the runner).
+    pub fn note_skipped_rounds(&self, n: u64) {
+        lock(&self.counters).rounds_skipped += n;
+    }
+
+    pub fn set_watch_mode(&self, mode: String) {
+        lock(&self.counters).watch = mode;
+    }
+
+    pub fn engine_status(&self) -> EngineStatus {
+        lock(&self.counters).clone()
+    }
+
+    /// Evaluate every rule on one round's snapshot, within the round budget; returns
+    /// the alert messages.
     pub async fn evaluate_round(&self, snapshot: &Snapshot) -> Vec<AlertMessage> {
         // Converted even when no rule is loaded: a rule dropped in later is given its
         // trial evaluation on this snapshot.
         let snap = Arc::new(convert::snapshot(snapshot));
         *lock(&self.latest) = Some(snap.clone());
-        let slots: Vec<Arc<Slot>> = self.rules.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let slots = self.slots();
         if slots.is_empty() {
             return Vec::new();
         }
         let actives: Vec<Vec<String>> = {
             let alerts = lock(&self.alerts);
-            slots.iter().map(|s| alerts.active_keys(&s.name)).collect()
+            slots.iter().map(|s| alerts.active_keys(&s.ctx.name)).collect()
         };
         let sandbox = self.sandbox.clone();
+        let first = (snapshot.round as usize) % slots.len();
+        let started = Instant::now();
         let run = tokio::task::spawn_blocking(move || {
-            let now = Instant::now();
-            slots
+            let limits = sandbox.limits;
+            let targets: HashSet<&str> = snap.targets.iter().map(|t| t.key.as_str()).collect();
+            let mut order: Vec<(Arc<Slot>, Vec<String>)> = slots.into_iter().zip(actives).collect();
+            order.rotate_left(first);
+            order
                 .into_iter()
-                .zip(actives)
                 .map(|(slot, active)| {
-                    let quarantined = lock(&slot.stats).quarantined_until.is_some_and(|until| now < until);
-                    let result = (!quarantined).then(|| {
-                        let started = Instant::now();
-                        let r = sandbox.evaluate(&slot.compiled, &slot.name, slot.config.clone(), &snap, &active);
-                        (r, started.elapsed())
-                    });
-                    (slot, result)
+                    let now = Instant::now();
+                    let outcome = if lock(&slot.stats).quarantined_until.is_some_and(|until| now < until) {
+                        Outcome::Quarantined
+                    } else if now.duration_since(started) >= limits.round_budget {
+                        Outcome::OverBudget
+                    } else {
+                        let result = sandbox
+                            .evaluate(&slot.compiled, &slot.ctx, &snap, &active)
+                            .map(|events| output::sanitize(events, &targets, &limits));
+                        Outcome::Ran { result, took: now.elapsed() }
+                    };
+                    (slot, outcome)
                 })
                 .collect::<Vec<_>>()
         });
@@ -249,14 +339,27 @@ impl RuleEngine {
                 return Vec::new();
             }
         };
+        {
+            let mut c = lock(&self.counters);
+            c.rounds_evaluated += 1;
+            c.last_round_micros = started.elapsed().as_micros() as u64;
+        }
         let mut messages = Vec::new();
         let now = Instant::now();
-        for (slot, result) in results {
-            let Some((result, took)) = result else { continue };
+        for (slot, outcome) in results {
             // Book the result on the version loaded now: a swap during the round
             // must neither lose this evaluation from the counters nor its events.
-            let Some(current) = self.rules.read().unwrap_or_else(|e| e.into_inner()).get(&slot.name).cloned() else {
+            let Some(current) = self.rules.read().unwrap_or_else(|e| e.into_inner()).get(&*slot.ctx.name).cloned()
+            else {
                 continue; // removed during the round
+            };
+            let (result, took) = match outcome {
+                Outcome::Quarantined => continue,
+                Outcome::OverBudget => {
+                    lock(&current.stats).skipped_over_budget += 1;
+                    continue;
+                }
+                Outcome::Ran { result, took } => (result, took),
             };
             let mut stats = lock(&current.stats);
             stats.evaluations += 1;
@@ -264,21 +367,53 @@ impl RuleEngine {
             stats.first_round.get_or_insert(snapshot.round);
             stats.last_round = snapshot.round;
             match result {
-                Ok(events) => {
+                Ok((events, trimmed)) => {
                     if stats.quarantined_until.take().is_some() || stats.consecutive_failures > 0 {
-                        tracing::info!(rule = %slot.name, "rule evaluates again");
+                        tracing::info!(rule = %slot.ctx.name, "rule evaluates again");
                     }
                     stats.consecutive_failures = 0;
-                    drop(stats);
-                    messages.extend(lock(&self.alerts).apply(&slot.name, events, slot.hold_for, now));
+                    let applied = lock(&self.alerts).apply(
+                        &slot.ctx.name,
+                        events,
+                        slot.hold_for,
+                        now,
+                        self.sandbox.limits.max_firing,
+                    );
+                    messages.extend(applied.messages);
+                    self.count_limits(&slot.ctx.name, &mut stats, trimmed, applied.over_cap, now);
                 }
-                Err(e) => self.failed(&slot, &mut stats, e),
+                Err(e) => self.failed(&slot.ctx.name, &mut stats, e),
             }
         }
         messages
     }
 
-    fn failed(&self, slot: &Slot, stats: &mut Stats, e: EvalError) {
+    /// Count what the output limits and the firing cap held back, and say so in the
+    /// log at most once a minute per rule.
+    fn count_limits(&self, rule: &str, stats: &mut Stats, trimmed: OutputStats, over_cap: u64, now: Instant) {
+        stats.events_dropped += trimmed.dropped;
+        stats.events_truncated += trimmed.truncated;
+        stats.over_firing_limit += over_cap;
+        let u = &mut stats.unnoted;
+        *u = (u.0 + trimmed.dropped, u.1 + trimmed.truncated, u.2 + over_cap);
+        if *u == (0, 0, 0) || stats.noted_at.is_some_and(|at| now.duration_since(at) < LIMIT_NOTE_EVERY) {
+            return;
+        }
+        let (dropped, truncated, over_firing_limit) = std::mem::take(u);
+        stats.noted_at = Some(now);
+        let l = &self.sandbox.limits;
+        tracing::warn!(
+            rule,
+            dropped,
+            truncated,
+            over_firing_limit,
+            max_events_per_target = l.max_events_per_target,
+            max_firing = l.max_firing,
+            "rule output limited (events dropped or shortened, or conditions over the firing cap); other rules and hosts are not affected"
+        );
+    }
+
+    fn failed(&self, rule: &str, stats: &mut Stats, e: EvalError) {
         stats.failures += 1;
         stats.consecutive_failures += 1;
         stats.last_error = Some(e.to_string());
@@ -286,28 +421,31 @@ impl RuleEngine {
         if n >= QUARANTINE_AFTER {
             let backoff = QUARANTINE_BASE.saturating_mul(1 << (n - QUARANTINE_AFTER).min(5)).min(QUARANTINE_MAX);
             stats.quarantined_until = Some(Instant::now() + backoff);
-            tracing::warn!(rule = %slot.name, reason = %e, kind = e.kind(), failures_in_a_row = n, ?backoff, "rule quarantined");
+            tracing::warn!(rule, reason = %e, kind = e.kind(), failures_in_a_row = n, ?backoff, "rule quarantined");
         } else {
-            tracing::warn!(rule = %slot.name, reason = %e, kind = e.kind(), failures_in_a_row = n, "rule evaluation failed");
+            tracing::warn!(rule, reason = %e, kind = e.kind(), failures_in_a_row = n, "rule evaluation failed");
         }
     }
 
     pub fn status(&self) -> Vec<RuleStatus> {
-        let slots: Vec<Arc<Slot>> = self.rules.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let slots = self.slots();
         let alerts = lock(&self.alerts);
+        let max_firing = self.sandbox.limits.max_firing;
         slots
             .iter()
             .map(|s| {
                 let st = lock(&s.stats).clone();
                 let quarantined = st.quarantined_until.is_some_and(|u| Instant::now() < u);
                 RuleStatus {
-                    name: s.name.clone(),
+                    name: s.ctx.name.to_string(),
                     version: s.compiled.info.version.clone(),
                     source: s.source.clone(),
                     status: if quarantined {
                         "quarantined"
                     } else if st.consecutive_failures > 0 {
                         "failing"
+                    } else if alerts.tracked_count(&s.ctx.name) >= max_firing {
+                        "firing_limit"
                     } else {
                         "ok"
                     },
@@ -318,9 +456,13 @@ impl RuleEngine {
                     first_round: st.first_round,
                     last_round: st.last_round,
                     swaps: st.swaps,
-                    firing: alerts.firing_count(&s.name),
+                    firing: alerts.firing_count(&s.ctx.name),
+                    events_dropped: st.events_dropped,
+                    events_truncated: st.events_truncated,
+                    over_firing_limit: st.over_firing_limit,
+                    skipped_over_budget: st.skipped_over_budget,
                     loaded_at: crate::model::rfc3339_utc(s.loaded_at),
-                    config: s.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    config: s.ctx.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                     info: s.compiled.info.clone(),
                 }
             })

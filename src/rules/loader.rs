@@ -3,12 +3,19 @@
 //!
 //! `<dir>/<name>.wasm` is rule `<name>`; an optional `<dir>/<name>.toml` holds its
 //! settings (flat `key = value`; `for_seconds` is read by the host, the rest is passed
-//! to the rule). inotify events (through `notify`) only wake the loader up: it waits
-//! for 300 ms of quiet so a file being copied in is read whole, then reconciles the
-//! directory with what is loaded. It also rescans every 30 s in case an event was
-//! missed. A candidate that does not compile or fails its trial evaluation (a
-//! half-written file, say) is rejected with a clear reason and the previous version
-//! keeps running; the same bad bytes are not retried until they change.
+//! to the rule). inotify events (through `notify`) for changes only (writes closed,
+//! creations, deletions, renames; never the loader's own reads) wake the loader up:
+//! it waits for 300 ms of quiet so a file being copied in is read whole, then
+//! reconciles the directory with what is loaded. It also rescans every 30 s in case
+//! an event was missed, and every 5 s if inotify cannot be had at all (the reason is
+//! in `GET /api/v1/rules`).
+//!
+//! Everything in the directory is untrusted: only regular files are read (a FIFO or
+//! a link to a device is refused, never waited on), at most the size limit, and all
+//! of it on a blocking thread, never on the async workers. A candidate that cannot be
+//! read, does not compile or fails its trial evaluation is rejected with a clear
+//! reason (logged once per change of the file) and the previous version keeps
+//! running; the same bad bytes are not retried until they change.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,21 +26,35 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{digest, RuleEngine, RuleSettings, Source};
+use crate::store::{read_regular, ReadError};
 
 /// The built-in threshold rule, built from `rules-wasm/threshold` (CI checks that this
 /// file matches its source).
 pub const BUILTIN_THRESHOLD: &[u8] = include_bytes!("../../rules-wasm/dist/threshold.wasm");
 pub const BUILTIN_NAME: &str = "threshold";
-/// Largest rule file accepted.
-pub const MAX_RULE_BYTES: usize = 16 << 20;
+/// Largest rule file accepted (today's rules are 16-80 KB).
+pub const MAX_RULE_BYTES: usize = super::validate::MAX.file_bytes;
+/// Largest settings file accepted.
+pub const MAX_SETTINGS_BYTES: usize = 64 << 10;
 const QUIET: Duration = Duration::from_millis(300);
 const RESCAN: Duration = Duration::from_secs(30);
+/// Rescan period when the directory cannot be watched.
+const POLL_WITHOUT_WATCHER: Duration = Duration::from_secs(5);
 
 /// A rule name: what a file may be called and what the REST API accepts.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Why a rule's settings could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
 }
 
 /// The rules directory and how a rule's settings are found (shared by the loader
@@ -51,57 +72,137 @@ impl RulesDir {
         self.dir.join(format!("{name}.wasm"))
     }
 
-    /// The settings of rule `name`: its `<name>.toml` over the base values.
-    pub fn settings_for(&self, name: &str) -> Result<RuleSettings, String> {
+    /// The settings of rule `name`: its `<name>.toml` over the base values. Blocking
+    /// I/O: call off the async workers.
+    pub fn settings_for(&self, name: &str) -> Result<RuleSettings, SettingsError> {
         let base = if name == BUILTIN_NAME { self.threshold_base.clone() } else { HashMap::new() };
         let path = self.dir.join(format!("{name}.toml"));
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Loader::settings_from_toml(&text, &base).map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let shown = || path.display().to_string();
+        match read_regular(&path, MAX_SETTINGS_BYTES) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| SettingsError::Invalid { path: shown(), reason: "not UTF-8".into() })?;
+                Loader::settings_from_toml(&text, &base)
+                    .map_err(|reason| SettingsError::Invalid { path: shown(), reason })
+            }
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 Ok(RuleSettings { values: base, hold_for: Duration::ZERO })
             }
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(SettingsError::Read { path: shown(), reason: e.to_string() }),
         }
     }
+
+    /// Read a rule file the way the loader does. Blocking I/O.
+    pub fn read_rule(&self, path: &Path) -> Result<Vec<u8>, String> {
+        read_regular(path, MAX_RULE_BYTES).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// What the directory (and the built-in) say should be loaded, by rule name, and
+    /// files refused by name alone. Blocking I/O: call off the async workers.
+    fn scan(&self) -> Scan {
+        let mut want = HashMap::new();
+        let mut refused = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let (Some(stem), Some("wasm")) =
+                    (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|e| e.to_str()))
+                else {
+                    continue;
+                };
+                if !valid_name(stem) {
+                    let file = entry.file_name().to_string_lossy().into_owned();
+                    refused
+                        .push((file, "ignored: rule names are lowercase letters, digits, - and _ (at most 64)".into()));
+                    continue;
+                }
+                let candidate = self.read_rule(&path).and_then(|bytes| {
+                    let settings = self.settings_for(stem).map_err(|e| e.to_string())?;
+                    Ok(Candidate { bytes, source: Source::File, settings })
+                });
+                want.insert(stem.to_string(), candidate);
+            }
+        }
+        if self.builtin && !want.contains_key(BUILTIN_NAME) {
+            let candidate = self.settings_for(BUILTIN_NAME).map_err(|e| e.to_string()).map(|settings| Candidate {
+                bytes: BUILTIN_THRESHOLD.to_vec(),
+                source: Source::Builtin,
+                settings,
+            });
+            want.insert(BUILTIN_NAME.to_string(), candidate);
+        }
+        (want, refused)
+    }
+}
+
+/// A scan: candidates by rule name, and files refused by name alone (with why).
+type Scan = (HashMap<String, Result<Candidate, String>>, Vec<(String, String)>);
+
+struct Candidate {
+    bytes: Vec<u8>,
+    source: Source,
+    settings: RuleSettings,
 }
 
 pub struct Loader {
     engine: Arc<RuleEngine>,
     rules: RulesDir,
-    dir: PathBuf,
     /// Digests of candidates already rejected, so a bad file is reported once.
     rejected: HashMap<String, u64>,
+    /// The reason last logged per rule or file: a rejection is logged once per change.
+    logged: HashMap<String, String>,
     /// Wake-ups from the watcher (capacity 1: a pending one covers any later event).
     wake: Option<mpsc::Receiver<()>>,
     watcher: Option<notify::RecommendedWatcher>,
 }
 
+/// inotify events that can change what should be loaded. Opens, reads and
+/// read-only closes (the loader's own rescans among them) are not.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, MetadataKind, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        _ => true,
+    }
+}
+
 impl Loader {
     pub fn new(engine: Arc<RuleEngine>, rules: RulesDir) -> Self {
-        Loader { engine, dir: rules.dir.clone(), rules, rejected: HashMap::new(), wake: None, watcher: None }
+        Loader { engine, rules, rejected: HashMap::new(), logged: HashMap::new(), wake: None, watcher: None }
     }
 
     /// Create the directory and start watching it. Call before the first `sync`, so
-    /// that a file landing in between is not missed.
+    /// that a file landing in between is not missed. Without a watcher the loader
+    /// polls the directory instead, and says so.
     pub fn watch(&mut self) {
-        if let Err(e) = std::fs::create_dir_all(&self.dir) {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot create the rules directory; only the built-in rule runs");
+        let dir = self.rules.dir.clone();
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the rules directory; only the built-in rule runs");
         }
         let (tx, rx) = mpsc::channel::<()>(1);
-        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-            let _ = tx.try_send(());
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.as_ref().map_or(true, |e| is_change(&e.kind)) {
+                let _ = tx.try_send(());
+            }
         })
         .and_then(|mut w| {
             use notify::Watcher;
-            w.watch(&self.dir, notify::RecursiveMode::NonRecursive).map(|_| w)
+            w.watch(&dir, notify::RecursiveMode::NonRecursive).map(|_| w)
         });
         match watcher {
-            Ok(w) => self.watcher = Some(w),
+            Ok(w) => {
+                self.watcher = Some(w);
+                self.wake = Some(rx);
+                self.engine.set_watch_mode("inotify".into());
+            }
             Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the rules directory; rescanning every 30 s")
+                let mode = format!("polling every {POLL_WITHOUT_WATCHER:?} (cannot watch: {e})");
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the rules directory; rescanning every {POLL_WITHOUT_WATCHER:?}");
+                self.engine.set_watch_mode(mode);
             }
         }
-        self.wake = Some(rx);
     }
 
     /// Parse `<name>.toml`: `for_seconds` for the host, everything else as text.
@@ -134,59 +235,62 @@ impl Loader {
         Ok(settings)
     }
 
-    /// What the directory (and the built-in) say should be loaded.
-    fn desired(&self) -> HashMap<String, Result<(Vec<u8>, Source), String>> {
-        let mut want = HashMap::new();
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let (Some(stem), Some("wasm")) =
-                    (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|e| e.to_str()))
-                else {
-                    continue;
-                };
-                if !valid_name(stem) {
-                    tracing::warn!(file = %path.display(), "ignoring rule file: names are lowercase letters, digits, - and _ (at most 64)");
-                    continue;
+    /// Log a rejection once per change of its reason.
+    fn report(&mut self, name: &str, reason: Option<&str>) {
+        match reason {
+            Some(r) => {
+                if self.logged.get(name).map(String::as_str) != Some(r) {
+                    tracing::warn!(rule = %name, reason = %r, "rule rejected; the previous version (if any) keeps running");
+                    self.logged.insert(name.to_string(), r.to_string());
                 }
-                want.insert(stem.to_string(), read_rule(&path).map(|b| (b, Source::File)));
+            }
+            None => {
+                self.logged.remove(name);
             }
         }
-        if self.rules.builtin && !want.contains_key(BUILTIN_NAME) {
-            want.insert(BUILTIN_NAME.to_string(), Ok((BUILTIN_THRESHOLD.to_vec(), Source::Builtin)));
-        }
-        want
     }
 
     /// Bring the loaded rules in line with the directory.
     pub async fn sync(&mut self) {
-        let want = self.desired();
+        let rules = self.rules.clone();
+        let (want, refused) = match tokio::task::spawn_blocking(move || rules.scan()).await {
+            Ok(scanned) => scanned,
+            Err(e) => {
+                tracing::error!(error = %e, "rules directory scan failed");
+                return;
+            }
+        };
         for (name, candidate) in &want {
             let outcome = match candidate {
                 Err(e) => Err(e.clone()),
-                Ok((bytes, source)) => match self.rules.settings_for(name) {
-                    Err(e) => Err(e),
-                    Ok(settings) => {
-                        let d = digest(bytes, &settings);
-                        if self.engine.digest_of(name) == Some(d) || self.rejected.get(name) == Some(&d) {
-                            continue;
-                        }
-                        self.engine.install(name, bytes.clone(), settings, source.clone()).await.inspect_err(|_| {
-                            self.rejected.insert(name.clone(), d);
-                        })
+                Ok(c) => {
+                    let d = digest(&c.bytes, &c.settings);
+                    if self.engine.digest_of(name) == Some(d) || self.rejected.get(name) == Some(&d) {
+                        continue;
                     }
-                },
+                    let installed =
+                        self.engine.install(name, c.bytes.clone(), c.settings.clone(), c.source.clone()).await;
+                    installed.map_err(|e| {
+                        self.rejected.insert(name.clone(), d);
+                        e.to_string()
+                    })
+                }
             };
             match outcome {
                 Ok(_) => {
                     self.rejected.remove(name);
+                    self.report(name, None);
                     self.engine.set_rejected(name, None);
                 }
                 Err(e) => {
-                    tracing::warn!(rule = %name, reason = %e, "rule rejected; the previous version (if any) keeps running");
+                    self.report(name, Some(&e));
                     self.engine.set_rejected(name, Some(e));
                 }
             }
+        }
+        for (file, reason) in &refused {
+            self.report(file, Some(reason));
+            self.engine.set_rejected(file, Some(reason.clone()));
         }
         for status in self.engine.status() {
             if !want.contains_key(&status.name) {
@@ -194,42 +298,46 @@ impl Loader {
             }
         }
         for name in self.engine.rejected().into_keys() {
-            if !want.contains_key(&name) {
+            if !want.contains_key(&name) && !refused.iter().any(|(f, _)| *f == name) {
                 self.engine.set_rejected(&name, None);
+                self.logged.remove(&name);
             }
         }
     }
 
     /// Reload on changes until `shutdown` (`watch` first).
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let Some(mut rx) = self.wake.take() else {
-            tracing::error!("rules loader started without watch(); not watching");
-            return;
-        };
         loop {
+            let period = if self.wake.is_some() { RESCAN } else { POLL_WITHOUT_WATCHER };
+            let woke = async {
+                match self.wake.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                woke = rx.recv() => if woke.is_none() { return },
-                _ = tokio::time::sleep(RESCAN) => {}
+                woke = woke => if woke.is_none() {
+                    // The watcher is gone: keep hot swap working by polling.
+                    tracing::warn!("rules directory watcher stopped; rescanning every {POLL_WITHOUT_WATCHER:?}");
+                    self.wake = None;
+                    self.watcher = None;
+                    self.engine.set_watch_mode(format!("polling every {POLL_WITHOUT_WATCHER:?} (watcher stopped)"));
+                },
+                _ = tokio::time::sleep(period) => {}
             }
             // Wait for quiet: writers copying a file in make several events.
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    more = tokio::time::timeout(QUIET, rx.recv()) => if more.is_err() { break },
+            if let Some(rx) = self.wake.as_mut() {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        more = tokio::time::timeout(QUIET, rx.recv()) => if !matches!(more, Ok(Some(()))) { break },
+                    }
                 }
             }
             self.sync().await;
         }
     }
-}
-
-fn read_rule(path: &Path) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > MAX_RULE_BYTES as u64 {
-        return Err(format!("{}: {} bytes; rules are limited to {MAX_RULE_BYTES}", path.display(), meta.len()));
-    }
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

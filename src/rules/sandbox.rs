@@ -7,7 +7,10 @@
 //! - An epoch deadline per evaluation: a ticker thread advances the engine's epoch
 //!   every millisecond while any evaluation runs (and sleeps otherwise), so a rule
 //!   that loops is trapped after `timeout`.
-//! - Host calls are capped: log lines are rate-limited and truncated.
+//! - Host calls are capped: log lines are escaped and rate-limited per rule over
+//!   time (`rule_log`), and per evaluation.
+//! - Before anything is compiled, `validate` bounds what compiling may cost.
+//! - Output is not judged here: `output` applies its limits per event and target.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,8 +35,11 @@ use bindings::RulePre;
 /// The one interface with functions a rule may import, and the types it uses.
 pub const HOST_INTERFACE: &str = "monserv:rules/host@0.1.0";
 const TYPES_INTERFACE: &str = "monserv:rules/types@0.1.0";
+/// Log calls per evaluation (the rule's bucket in `rule_log` limits them over time).
 const MAX_LOG_LINES: u32 = 20;
-const MAX_LOG_BYTES: usize = 1024;
+
+use super::rule_log::{self, RuleLog};
+pub use crate::config::RuleLimits as Limits;
 
 /// Why a component could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -46,6 +52,8 @@ pub enum LoadError {
     Contract(String),
     #[error("describe() failed: {0}")]
     Describe(String),
+    #[error("refused before compiling: {0}")]
+    TooCostly(super::validate::Refused),
 }
 
 /// Why one evaluation failed. Each is the rule's fault only.
@@ -57,8 +65,6 @@ pub enum EvalError {
     Trap(String),
     #[error("returned an error: {0}")]
     Rule(String),
-    #[error("output rejected: {0}")]
-    Output(String),
 }
 
 impl EvalError {
@@ -67,39 +73,28 @@ impl EvalError {
             EvalError::Timeout(_) => "timeout",
             EvalError::Trap(_) => "trap",
             EvalError::Rule(_) => "error",
-            EvalError::Output(_) => "output",
         }
     }
 }
 
-/// Limits applied to every evaluation.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub timeout: Duration,
-    pub memory_bytes: usize,
-    pub max_events: usize,
-    pub max_key_bytes: usize,
-    pub max_text_bytes: usize,
+/// What the host keeps for one rule across evaluations: its name, config and log
+/// budget.
+#[derive(Debug, Clone)]
+pub struct RuleCtx {
+    pub name: Arc<str>,
+    pub config: Arc<HashMap<String, String>>,
+    pub log: Arc<RuleLog>,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            // Wall-clock time: a well-behaved rule takes ~3 ms for 1000 hosts, but a
-            // busy gateway may deschedule it for tens of milliseconds.
-            timeout: Duration::from_millis(100),
-            memory_bytes: 32 << 20,
-            max_events: 1000,
-            max_key_bytes: 512,
-            max_text_bytes: 4096,
-        }
+impl RuleCtx {
+    pub fn new(name: &str, config: Arc<HashMap<String, String>>) -> Self {
+        RuleCtx { name: name.into(), config, log: Arc::default() }
     }
 }
 
-/// What a rule's host calls can see: its name (for logs) and its config.
+/// What a rule's host calls can see: its context, for one evaluation.
 pub struct HostState {
-    rule: Arc<str>,
-    config: Arc<HashMap<String, String>>,
+    ctx: RuleCtx,
     limits: StoreLimits,
     log_lines: u32,
 }
@@ -110,18 +105,17 @@ impl host_api::Host for HostState {
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
-        let message = truncate(message, MAX_LOG_BYTES);
-        let rule = &*self.rule;
-        match level {
-            Level::Debug => tracing::debug!(rule, "{message}"),
-            Level::Info => tracing::info!(rule, "{message}"),
-            Level::Warn => tracing::warn!(rule, "{message}"),
-            Level::Error => tracing::error!(rule, "{message}"),
-        }
+        let level = match level {
+            Level::Debug => rule_log::Level::Debug,
+            Level::Info => rule_log::Level::Info,
+            Level::Warn => rule_log::Level::Warn,
+            Level::Error => rule_log::Level::Error,
+        };
+        self.ctx.log.write(&self.ctx.name, level, message);
     }
 
     fn config(&mut self, key: String) -> Option<String> {
-        self.config.get(&key).cloned()
+        self.ctx.config.get(&key).cloned()
     }
 }
 
@@ -167,6 +161,9 @@ impl Sandbox {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.max_wasm_stack(512 * 1024);
+        // Built without wasmtime's parallel-compilation feature: one function at a
+        // time, so compile memory is bounded by the largest function `validate` lets
+        // through, not by that times the number of cores.
         let engine = Engine::new(&config).map_err(|e| format!("cannot start the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         host_api::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
@@ -196,6 +193,10 @@ impl Sandbox {
     /// Compile, check the imports, link, and ask the rule to describe itself.
     /// CPU-heavy: call from a blocking thread.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, LoadError> {
+        super::validate::check(bytes, &self.limits).map_err(|e| match e {
+            super::validate::Refused::Malformed(why) => LoadError::Invalid(why),
+            over => LoadError::TooCostly(over),
+        })?;
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let ty = component.component_type();
         for (name, _) in ty.imports(&self.engine) {
@@ -211,7 +212,7 @@ impl Sandbox {
         Ok(compiled)
     }
 
-    fn store(&self, rule: &str, config: Arc<HashMap<String, String>>) -> Store<HostState> {
+    fn store(&self, ctx: RuleCtx) -> Store<HostState> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .memories(4)
@@ -219,7 +220,7 @@ impl Sandbox {
             .table_elements(100_000)
             .instances(16)
             .build();
-        let mut store = Store::new(&self.engine, HostState { rule: rule.into(), config, limits, log_lines: 0 });
+        let mut store = Store::new(&self.engine, HostState { ctx, limits, log_lines: 0 });
         store.limiter(|s| &mut s.limits);
         let ticks = self.limits.timeout.as_millis().max(1) as u64;
         store.set_epoch_deadline(ticks);
@@ -229,7 +230,7 @@ impl Sandbox {
 
     fn describe(&self, c: &Compiled) -> Result<RuleInfo, EvalError> {
         let _running = self.running();
-        let mut store = self.store("(loading)", Arc::new(HashMap::new()));
+        let mut store = self.store(RuleCtx::new("(loading)", Arc::default()));
         let rule = c.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
         let info = rule.call_describe(&mut store).map_err(|e| self.classify(e))?;
         Ok(RuleInfo {
@@ -247,42 +248,18 @@ impl Sandbox {
     pub fn evaluate(
         &self,
         c: &Compiled,
-        rule: &str,
-        config: Arc<HashMap<String, String>>,
+        ctx: &RuleCtx,
         snapshot: &wit::Snapshot,
         active: &[String],
     ) -> Result<Vec<wit::Event>, EvalError> {
         let _running = self.running();
-        let mut store = self.store(rule, config);
+        let mut store = self.store(ctx.clone());
         let instance = c.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
         let events = instance
             .call_evaluate(&mut store, snapshot, active)
             .map_err(|e| self.classify(e))?
-            .map_err(|e| EvalError::Rule(truncate(e, self.limits.max_text_bytes)))?;
-        self.check_output(&events)?;
+            .map_err(|e| EvalError::Rule(truncate(e, self.limits.max_message_bytes)))?;
         Ok(events)
-    }
-
-    fn check_output(&self, events: &[wit::Event]) -> Result<(), EvalError> {
-        let l = &self.limits;
-        if events.len() > l.max_events {
-            return Err(EvalError::Output(format!("{} events (limit {})", events.len(), l.max_events)));
-        }
-        for (i, e) in events.iter().enumerate() {
-            for (what, len, max) in [
-                ("key", e.key.len(), l.max_key_bytes),
-                ("subject", e.subject.len(), l.max_text_bytes),
-                ("message", e.message.len(), l.max_text_bytes),
-            ] {
-                if len > max {
-                    return Err(EvalError::Output(format!("event {i}: {what} is {len} bytes (limit {max})")));
-                }
-            }
-            if e.key.is_empty() {
-                return Err(EvalError::Output(format!("event {i}: empty key")));
-            }
-        }
-        Ok(())
     }
 
     fn classify(&self, e: wasmtime::Error) -> EvalError {
@@ -310,7 +287,9 @@ impl Drop for Running<'_> {
     }
 }
 
-fn truncate(mut s: String, max: usize) -> String {
+/// Text from a rule or a trap, escaped and cut for logs and the REST API.
+fn truncate(s: String, max: usize) -> String {
+    let mut s = super::output::escape_controls(s, false, &mut false);
     if s.len() > max {
         let mut cut = max;
         while !s.is_char_boundary(cut) {
@@ -360,6 +339,10 @@ mod tests {
         wit::Snapshot { round: 1, unix_time: 0, targets }
     }
 
+    fn ctx(config: Arc<HashMap<String, String>>) -> RuleCtx {
+        RuleCtx::new("test", config)
+    }
+
     fn config(pairs: &[(&str, &str)]) -> Arc<HashMap<String, String>> {
         Arc::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
@@ -371,28 +354,24 @@ mod tests {
         assert_eq!((c.info.name.as_str(), c.info.version.as_str()), ("threshold", "1.0.0"));
         assert!(c.info.config.iter().any(|k| k.name == "memory_percent" && k.default_value == "90"));
         let cfg = config(&[("memory_percent", "80")]);
-        let ev = sb.evaluate(&c, "threshold", cfg.clone(), &snap(vec![target("t1", 85.0)]), &[]).unwrap();
+        let ev = sb.evaluate(&c, &ctx(cfg.clone()), &snap(vec![target("t1", 85.0)]), &[]).unwrap();
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].kind, wit::EventKind::Alert);
         assert_eq!(ev[0].key, "t1/mem");
         assert_eq!(ev[0].subject, "[ALERT] scadanas memory high");
         assert_eq!(ev[0].message, "Memory used 85.0% (threshold 80.0%)");
         // Firing and back below: recovery; not firing and below: nothing.
-        let ev =
-            sb.evaluate(&c, "threshold", cfg.clone(), &snap(vec![target("t1", 65.0)]), &["t1/mem".into()]).unwrap();
+        let ev = sb.evaluate(&c, &ctx(cfg.clone()), &snap(vec![target("t1", 65.0)]), &["t1/mem".into()]).unwrap();
         assert_eq!(
             (ev[0].kind, ev[0].subject.as_str(), ev[0].message.as_str()),
             (wit::EventKind::Recovery, "[RECOVERED] scadanas memory", "Memory back to 65.0%")
         );
-        assert!(sb.evaluate(&c, "threshold", cfg, &snap(vec![target("t1", 65.0)]), &[]).unwrap().is_empty());
+        assert!(sb.evaluate(&c, &ctx(cfg), &snap(vec![target("t1", 65.0)]), &[]).unwrap().is_empty());
         // Hysteresis: 78% is under 80 but not under 80 - 5.
         let cfg = config(&[("memory_percent", "80"), ("hysteresis_percent", "5")]);
-        assert!(sb
-            .evaluate(&c, "threshold", cfg, &snap(vec![target("t1", 78.0)]), &["t1/mem".into()])
-            .unwrap()
-            .is_empty());
+        assert!(sb.evaluate(&c, &ctx(cfg), &snap(vec![target("t1", 78.0)]), &["t1/mem".into()]).unwrap().is_empty());
         // A bad config value is the rule's error, naming the key.
-        let e = sb.evaluate(&c, "threshold", config(&[("cpu_percent", "lots")]), &snap(vec![]), &[]).unwrap_err();
+        let e = sb.evaluate(&c, &ctx(config(&[("cpu_percent", "lots")])), &snap(vec![]), &[]).unwrap_err();
         assert_eq!(e.to_string(), "returned an error: config cpu_percent = \"lots\" is not a number");
     }
 
@@ -402,7 +381,7 @@ mod tests {
         let s = snap(vec![target("t1", 50.0)]);
         let run = |name: &str| {
             let c = sb.compile(&dist(&format!("test/{name}.wasm"))).unwrap();
-            sb.evaluate(&c, name, config(&[]), &s, &[]).unwrap_err()
+            sb.evaluate(&c, &ctx(config(&[])), &s, &[]).unwrap_err()
         };
         let started = std::time::Instant::now();
         assert!(matches!(run("spin"), EvalError::Timeout(_)));
@@ -412,13 +391,16 @@ mod tests {
         let roomy = Sandbox::new(Limits { timeout: Duration::from_secs(2), ..Limits::default() }).unwrap();
         let run_roomy = |name: &str| {
             let c = roomy.compile(&dist(&format!("test/{name}.wasm"))).unwrap();
-            roomy.evaluate(&c, name, config(&[]), &s, &[]).unwrap_err().to_string()
+            roomy.evaluate(&c, &ctx(config(&[])), &s, &[])
         };
         // With time to spare, the memory cap and the trap are what stop these two.
-        assert!(run_roomy("membomb").starts_with("trapped"), "{}", run_roomy("membomb"));
-        assert!(run_roomy("panic").starts_with("trapped"), "{}", run_roomy("panic"));
-        assert_eq!(run_roomy("flood"), "output rejected: 100000 events (limit 1000)");
-        assert_eq!(run_roomy("bigstrings"), "output rejected: event 0: message is 4194304 bytes (limit 4096)");
+        let err = |name: &str| run_roomy(name).unwrap_err().to_string();
+        assert!(err("membomb").starts_with("trapped"), "{}", err("membomb"));
+        assert!(err("panic").starts_with("trapped"), "{}", err("panic"));
+        // Oversized output is not an error of the evaluation: `output` trims it per
+        // event and per target.
+        assert_eq!(run_roomy("flood").unwrap().len(), 100_000);
+        assert_eq!(run_roomy("bigstrings").unwrap()[0].message.len(), 4 << 20);
         let e = sb.compile(&dist("test/wasi-import.wasm")).err().unwrap();
         assert_eq!(
             e.to_string(),
@@ -428,6 +410,6 @@ mod tests {
         assert!(matches!(sb.compile(&THRESHOLD[..THRESHOLD.len() / 2]), Err(LoadError::Invalid(_))));
         // The sandbox still works for a good rule afterwards.
         let c = sb.compile(THRESHOLD).unwrap();
-        assert!(sb.evaluate(&c, "threshold", config(&[]), &s, &[]).is_ok());
+        assert!(sb.evaluate(&c, &ctx(config(&[])), &s, &[]).is_ok());
     }
 }

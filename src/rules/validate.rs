@@ -1,0 +1,222 @@
+//! What a rule may cost to compile, checked before the compiler sees it.
+//!
+//! Compiling is the one step the sandbox's limits do not cover: Cranelift's memory
+//! grows with the size of the largest function (a 1.4 MB single-function component
+//! cost about 1 GB before it was refused). So a candidate is first walked with
+//! `wasmparser` (already linked by wasmtime; a walk, not a compile) and refused
+//! unless every core module in it stays within [`MAX`]. Real rules are far inside
+//! these bounds: the built-in rule is 80 KB with its largest function a few KB
+//! (`dist_rules_are_well_inside_the_limits` below prints the numbers).
+
+use wasmparser::{Parser, Payload};
+
+use crate::config::RuleLimits;
+
+/// Bounds on a rule component. With compilation one function at a time, the extra
+/// memory one hostile candidate can cost is bounded by `function_body_bytes`
+/// (measured in BENCHMARKS.md).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub file_bytes: usize,
+    pub code_bytes: usize,
+    pub functions: usize,
+    pub function_body_bytes: usize,
+    pub locals_per_function: u64,
+    pub modules: usize,
+    pub nesting: usize,
+    pub memories_per_module: usize,
+    pub tables_per_module: usize,
+    pub table_elements: u64,
+}
+
+pub const MAX: Bounds = Bounds {
+    file_bytes: 1 << 20,
+    code_bytes: 1 << 20,
+    functions: 10_000,
+    function_body_bytes: 64 << 10,
+    locals_per_function: 2_000,
+    modules: 16,
+    nesting: 8,
+    memories_per_module: 1,
+    tables_per_module: 4,
+    table_elements: 100_000,
+};
+
+/// Why a candidate was refused before compiling.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("{what} is {value}, more than the {limit} a rule may have")]
+    Over { what: &'static str, value: u64, limit: u64 },
+    #[error("not a valid WebAssembly component: {0}")]
+    Malformed(String),
+}
+
+fn over(what: &'static str, value: impl TryInto<u64>, limit: impl TryInto<u64>) -> Refused {
+    Refused::Over { what, value: value.try_into().unwrap_or(u64::MAX), limit: limit.try_into().unwrap_or(u64::MAX) }
+}
+
+/// What [`check`] measured (also for the benchmark and the test below).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Measured {
+    pub modules: usize,
+    pub functions: usize,
+    pub code_bytes: usize,
+    pub largest_function: usize,
+    pub most_locals: u64,
+}
+
+/// Walk `bytes` and refuse anything over [`MAX`] (or the memory limit).
+pub fn check(bytes: &[u8], limits: &RuleLimits) -> Result<Measured, Refused> {
+    measure(bytes, &MAX, limits.memory_bytes as u64)
+}
+
+pub fn measure(bytes: &[u8], b: &Bounds, memory_bytes: u64) -> Result<Measured, Refused> {
+    if bytes.len() > b.file_bytes {
+        return Err(over("the file size in bytes", bytes.len(), b.file_bytes));
+    }
+    let mut m = Measured::default();
+    let mut depth = 0usize;
+    let malformed = |e: wasmparser::BinaryReaderError| Refused::Malformed(e.to_string());
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(malformed)? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => {
+                depth += 1;
+                if depth > b.nesting {
+                    return Err(over("the nesting depth of modules and components", depth, b.nesting));
+                }
+            }
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::Version { encoding: wasmparser::Encoding::Module, .. } => {
+                m.modules += 1;
+                if m.modules > b.modules {
+                    return Err(over("the number of core modules", m.modules, b.modules));
+                }
+            }
+            Payload::MemorySection(reader) => {
+                if reader.count() as usize > b.memories_per_module {
+                    return Err(over("memories in one module", reader.count(), b.memories_per_module));
+                }
+                for memory in reader {
+                    let memory = memory.map_err(malformed)?;
+                    let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                    let initial = memory.initial.saturating_mul(page);
+                    if initial > memory_bytes {
+                        return Err(over("a memory's initial size in bytes", initial, memory_bytes));
+                    }
+                }
+            }
+            Payload::TableSection(reader) => {
+                if reader.count() as usize > b.tables_per_module {
+                    return Err(over("tables in one module", reader.count(), b.tables_per_module));
+                }
+                for table in reader {
+                    let initial = table.map_err(malformed)?.ty.initial;
+                    if initial > b.table_elements {
+                        return Err(over("a table's initial elements", initial, b.table_elements));
+                    }
+                }
+            }
+            Payload::CodeSectionStart { count, size, .. } => {
+                m.functions = m.functions.saturating_add(count as usize);
+                m.code_bytes = m.code_bytes.saturating_add(size as usize);
+                if m.functions > b.functions {
+                    return Err(over("the number of functions", m.functions, b.functions));
+                }
+                if m.code_bytes > b.code_bytes {
+                    return Err(over("the code size in bytes", m.code_bytes, b.code_bytes));
+                }
+            }
+            Payload::CodeSectionEntry(body) => {
+                let size = body.range().len();
+                m.largest_function = m.largest_function.max(size);
+                if size > b.function_body_bytes {
+                    return Err(over("one function's size in bytes", size, b.function_body_bytes));
+                }
+                let mut locals = 0u64;
+                for entry in body.get_locals_reader().map_err(malformed)? {
+                    let (count, _) = entry.map_err(malformed)?;
+                    locals = locals.saturating_add(u64::from(count));
+                }
+                m.most_locals = m.most_locals.max(locals);
+                if locals > b.locals_per_function {
+                    return Err(over("one function's locals", locals, b.locals_per_function));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dist(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/rules-wasm/dist/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn dist_rules_are_well_inside_the_limits() {
+        for name in ["threshold.wasm", "examples/low-disk-space.wasm", "examples/reboot.wasm", "test/flood.wasm"] {
+            let m = check(&dist(name), &RuleLimits::default()).unwrap();
+            println!("{name}: {m:?}");
+            assert!(m.largest_function * 4 < MAX.function_body_bytes, "{name}: {m:?}");
+            assert!(m.functions * 10 < MAX.functions && m.most_locals * 4 < MAX.locals_per_function, "{m:?}");
+        }
+    }
+
+    /// A core module with one function of `body` bytes of `nop`s and `locals` locals.
+    pub fn module_with_function(locals: u32, nops: usize) -> Vec<u8> {
+        fn leb(mut v: u64, out: &mut Vec<u8>) {
+            loop {
+                let byte = (v & 0x7f) as u8;
+                v >>= 7;
+                if v == 0 {
+                    out.push(byte);
+                    return;
+                }
+                out.push(byte | 0x80);
+            }
+        }
+        let mut body = Vec::new();
+        leb(1, &mut body); // one local entry
+        leb(u64::from(locals), &mut body);
+        body.push(0x7f); // i32
+        body.extend(std::iter::repeat_n(0x01, nops)); // nop
+        body.push(0x0b); // end
+        let mut func = Vec::new();
+        leb(body.len() as u64, &mut func);
+        func.extend(body);
+        let mut code = vec![1]; // one function
+        code.extend(func);
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        m.extend([1, 4, 1, 0x60, 0, 0]); // type section: () -> ()
+        m.extend([3, 2, 1, 0]); // function section: one function of type 0
+        m.push(10);
+        leb(code.len() as u64, &mut m);
+        m.extend(code);
+        m
+    }
+
+    #[test]
+    fn bombs_are_refused_naming_the_limit() {
+        let l = RuleLimits::default();
+        assert!(check(&module_with_function(10, 100), &l).is_ok());
+        assert_eq!(
+            check(&module_with_function(1, 200_000), &l).unwrap_err().to_string(),
+            "one function's size in bytes is 200004, more than the 65536 a rule may have"
+        );
+        assert_eq!(
+            check(&module_with_function(u32::MAX, 1), &l).unwrap_err().to_string(),
+            "one function's locals is 4294967295, more than the 2000 a rule may have"
+        );
+        let big = vec![0u8; (1 << 20) + 1];
+        assert!(check(&big, &l).unwrap_err().to_string().starts_with("the file size in bytes is 1048577"));
+        assert!(matches!(check(b"\0asm garbage", &l), Err(Refused::Malformed(_))));
+        // A memory that starts bigger than the rule's memory cap.
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        m.extend([5, 4, 1, 0, 0x80, 0x08]); // memory section: min 1024 pages = 64 MiB
+        assert!(check(&m, &l).unwrap_err().to_string().starts_with("a memory's initial size in bytes is 67108864"));
+    }
+}
