@@ -6,6 +6,7 @@
 //! target/release/examples/bench fanout 100 1000   # snapshot-ready -> frame-received latency
 //! target/release/examples/bench idle-rss 1000     # RSS per idle connected client (real binary)
 //! target/release/examples/bench poll 1 50         # wall and CPU per host per poll, both sides
+//! target/release/examples/bench compile-bomb stack # peak RSS compiling a worst-case function
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -65,12 +66,15 @@ async fn main() {
             }
         }
         Some("swap") => swap().await,
+        Some("compile-bomb") => compile_bomb(&args[1]),
         Some("poll") => {
             for n in numbers() {
                 poll(n).await
             }
         }
-        _ => eprintln!("usage: bench fanout N... | idle-rss N... | poll TARGETS... | rules HOSTS... | swap"),
+        _ => eprintln!(
+            "usage: bench fanout N... | idle-rss N... | poll TARGETS... | rules HOSTS... | swap | compile-bomb SHAPE"
+        ),
     }
 }
 
@@ -394,4 +398,133 @@ async fn swap() {
         latencies.len()
     );
     d.shutdown().await;
+}
+
+/// Peak RSS of this process so far (VmHWM), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+fn leb(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A core module with one `() -> ()` function: `locals` i32 locals and `code`.
+fn one_function_module(locals: u32, code: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    leb(1, &mut body);
+    leb(u64::from(locals), &mut body);
+    body.push(0x7f);
+    body.extend_from_slice(code);
+    body.push(0x0b);
+    let mut section = vec![1];
+    leb(body.len() as u64, &mut section);
+    section.extend(body);
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    m.extend([1, 4, 1, 0x60, 0, 0, 3, 2, 1, 0, 10]);
+    leb(section.len() as u64, &mut m);
+    m.extend(section);
+    m
+}
+
+/// The worst function shapes that fit `rules::validate::MAX` (64 KiB body, 2000
+/// locals): compile each in the daemon's engine configuration and report the peak
+/// RSS it cost. Run one shape per process (`compile-bomb SHAPE`).
+fn compile_bomb(shape: &str) {
+    let budget = monserv::rules::validate::MAX.function_body_bytes - 16;
+    let mut code = Vec::new();
+    let mut locals = monserv::rules::validate::MAX.locals_per_function as u32;
+    match shape {
+        // Every value live at once: K pushes, then K-1 adds.
+        "stack" => {
+            let k = budget / 3;
+            for _ in 0..k {
+                code.extend([0x20, 0x00]);
+            }
+            code.extend(std::iter::repeat_n(0x6a, k - 1));
+            code.push(0x1a);
+        }
+        // Nested blocks, each a branch target.
+        "blocks" => {
+            let k = budget / 3;
+            for _ in 0..k {
+                code.extend([0x02, 0x40]);
+            }
+            code.extend(std::iter::repeat_n(0x0b, k));
+        }
+        // Every local read and written: long live ranges for the register allocator.
+        "locals" => {
+            let mut i = 0u64;
+            while code.len() + 8 < budget {
+                code.push(0x20);
+                leb(i % u64::from(locals), &mut code);
+                code.push(0x21);
+                leb((i * 7 + 1) % u64::from(locals), &mut code);
+                i += 1;
+            }
+        }
+        // One br_table with as many targets as fit.
+        "brtable" => {
+            let depth = 1000u64;
+            for _ in 0..depth {
+                code.extend([0x02, 0x40]);
+            }
+            code.extend([0x20, 0x00, 0x0e]);
+            let targets = (budget - code.len() - depth as usize - 8) / 2;
+            leb(targets as u64, &mut code);
+            for t in 0..targets as u64 {
+                leb(t % depth, &mut code);
+            }
+            code.push(0x00);
+            code.extend(std::iter::repeat_n(0x0b, depth as usize));
+        }
+        // Loops nested around code that updates every local: each loop header needs a
+        // block parameter per live local (SSA phis = loops x locals).
+        "loops" | "loops100" => {
+            if shape == "loops100" {
+                locals = 100;
+            }
+            let inner = locals as usize * 9;
+            let max = monserv::rules::validate::MAX.control_times_variables as usize / (locals as usize + 1);
+            let depth = ((budget - inner - 8) / 3).min(max);
+            for _ in 0..depth {
+                code.extend([0x03, 0x40]);
+            }
+            for i in 0..u64::from(locals) {
+                code.push(0x20);
+                leb(i, &mut code);
+                code.extend([0x41, 0x01, 0x6a, 0x21]);
+                leb(i, &mut code);
+            }
+            code.extend(std::iter::repeat_n(0x0b, depth));
+        }
+        other => panic!("unknown shape {other}: stack | blocks | locals | brtable | loops | loops100"),
+    }
+    let module = one_function_module(locals, &code);
+    let checked = monserv::rules::validate::check(&module, &monserv::config::RuleLimits::default());
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    config.max_wasm_stack(512 * 1024);
+    let engine = wasmtime::Engine::new(&config).unwrap();
+    let before = peak_rss();
+    let started = Instant::now();
+    let result = wasmtime::Module::new(&engine, &module);
+    println!(
+        "{shape}: {} bytes, validate {:?}, compile {} in {}, peak RSS +{:.1} MiB",
+        module.len(),
+        checked.map(|m| (m.largest_function, m.most_locals, m.most_control_times_variables)),
+        if result.is_ok() { "ok" } else { "refused" },
+        ms(started.elapsed()),
+        (peak_rss() - before) as f64 / (1 << 20) as f64
+    );
 }
