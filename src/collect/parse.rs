@@ -220,7 +220,8 @@ pub fn mounts(bytes: &[u8]) -> Vec<Mount> {
             let mountpoint = f.next()?;
             let fstype = f.next()?;
             Some(Mount {
-                device: clean_text(&unescape_octal(device)),
+                // Shown as is here; `sample::clean_metrics` cleans every text field.
+                device: String::from_utf8_lossy(&unescape_octal(device)).into_owned(),
                 mountpoint: String::from_utf8_lossy(&unescape_octal(mountpoint)).into_owned(),
                 fstype: clean_text(fstype),
             })

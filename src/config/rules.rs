@@ -105,7 +105,7 @@ impl RulesConfig {
         let timeout_ms = in_range("timeout_ms", f.timeout_ms.unwrap_or(100), 1, 10_000)?;
         // By default rules may use the whole interval, up to 1 s; never less than one
         // rule's timeout, or no rule could ever run to its deadline.
-        let default_budget = (poll_interval.as_millis() as u64).clamp(timeout_ms, d.round_budget.as_millis() as u64);
+        let default_budget = (poll_interval.as_millis() as u64).min(d.round_budget.as_millis() as u64).max(timeout_ms);
         let round_budget_ms = in_range("round_budget_ms", f.round_budget_ms.unwrap_or(default_budget), 1, 60_000)?;
         if round_budget_ms < timeout_ms {
             return Err(format!(
@@ -161,6 +161,8 @@ mod tests {
         assert_eq!(parse("", 500).unwrap().limits.round_budget, Duration::from_millis(500));
         assert_eq!(parse("", 50).unwrap().limits.round_budget, Duration::from_millis(100));
         assert_eq!(parse("round_budget_ms = 2500", 50).unwrap().limits.round_budget, Duration::from_millis(2500));
+        // A timeout longer than the default budget raises the budget to it.
+        assert_eq!(parse("timeout_ms = 2000", 4000).unwrap().limits.round_budget, Duration::from_millis(2000));
     }
 
     #[test]

@@ -12,4 +12,5 @@ mod collect_hosts;
 mod failures;
 mod rest;
 mod rules;
+mod silence;
 mod websocket;

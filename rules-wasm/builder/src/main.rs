@@ -27,6 +27,8 @@ const RULES: &[(&str, &str)] = &[
     ("hostile-flood", "test/flood.wasm"),
     ("hostile-bigstrings", "test/bigstrings.wasm"),
     ("hostile-wasi-import", "test/wasi-import.wasm"),
+    ("hostile-inventor", "test/inventor.wasm"),
+    ("hostile-logger", "test/logger.wasm"),
 ];
 
 fn main() -> Result<()> {

@@ -11,13 +11,17 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Bump when the fixture layout changes.
-const STAMP: &str = "stamp-v3";
+const STAMP: &str = "stamp-v4";
 pub const FIXTURE_DIR: &str = "/tmp/monserv-it";
 
 pub const PW_USER: &str = "monserv-pw";
 pub const KEY_USER: &str = "monserv-key";
 pub const GARBAGE_USER: &str = "monserv-garbage";
 pub const FLOOD_USER: &str = "monserv-flood";
+/// Runs monserv's real script, then reports 1500 extra full disks, one mounted at a
+/// 600-byte path, and mount points and devices carrying terminal escapes.
+pub const CROWD_USER: &str = "monserv-crowd";
+pub const CROWD_DISKS: usize = 1500;
 /// Holds the characters a target URL must percent-encode.
 pub const PASSWORD: &str = "pw,with@odd:chars";
 pub const PASSWORD_ENCODED: &str = "pw%2Cwith%40odd%3Achars";
@@ -81,9 +85,29 @@ fn build(f: &Fixtures) {
     );
     let flood = f.dir.join("flood-shell");
     write_exec(&flood, "#!/bin/sh\nexec head -c 100000000 /dev/zero\n");
-    for (user, shell) in
-        [(PW_USER, "/bin/sh".into()), (KEY_USER, "/bin/sh".into()), (GARBAGE_USER, garbage), (FLOOD_USER, flood)]
-    {
+    let crowd = f.dir.join("crowd-shell");
+    let long = format!("/mnt/{}", "p".repeat(595));
+    write_exec(
+        &crowd,
+        &format!(
+            r#"#!/bin/sh
+# sshd runs `crowd-shell -c SCRIPT`: run it, then add disks to its mounts and df sections.
+/bin/sh -c "$2" | awk -v n={CROWD_DISKS} -v long={long} '
+/^@@[^ ]+ mounts$/ {{ print; print "/dev/longpath " long " ext4"; print "/dev/esc\033[2J /mnt/esc\033]0;pwned\007 ext4";
+  for (i = 0; i < n; i++) print "/dev/full" i " /mnt/full" i " ext4"; next }}
+/^@@[^ ]+ df$/ {{ print; print "/dev/longpath 1000 990 10 99% " long; print "/dev/esc 1000 990 10 99% /mnt/esc\033]0;pwned\007";
+  for (i = 0; i < n; i++) print "/dev/full" i " 1000 950 50 95% /mnt/full" i; next }}
+{{ print }}'
+"#
+        ),
+    );
+    for (user, shell) in [
+        (PW_USER, "/bin/sh".into()),
+        (KEY_USER, "/bin/sh".into()),
+        (GARBAGE_USER, garbage),
+        (FLOOD_USER, flood),
+        (CROWD_USER, crowd),
+    ] {
         let exists = Command::new("id").arg(user).output().map(|o| o.status.success()).unwrap_or(false);
         if exists {
             run(Command::new("usermod").arg("-s").arg(&shell).arg(user));
@@ -97,7 +121,7 @@ fn build(f: &Fixtures) {
     {
         use std::io::Write;
         let stdin = child.stdin.as_mut().unwrap();
-        for u in [PW_USER, KEY_USER, GARBAGE_USER, FLOOD_USER] {
+        for u in [PW_USER, KEY_USER, GARBAGE_USER, FLOOD_USER, CROWD_USER] {
             writeln!(stdin, "{u}:{PASSWORD}").unwrap();
         }
     }

@@ -62,13 +62,14 @@ impl Sshd {
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}/authorized_keys/%u\n\
                  StrictModes no\nUsePAM no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nPermitRootLogin no\n\
-                 AllowUsers {} {} {} {}\nMaxStartups 200\nMaxSessions 200\nLogLevel INFO\n",
+                 AllowUsers {} {} {} {} {}\nMaxStartups 200\nMaxSessions 200\nLogLevel INFO\n",
                 host_key.display(),
                 f.dir.display(),
                 fixtures::PW_USER,
                 fixtures::KEY_USER,
                 fixtures::GARBAGE_USER,
-                fixtures::FLOOD_USER
+                fixtures::FLOOD_USER,
+                fixtures::CROWD_USER
             ),
         )
         .unwrap();

@@ -40,10 +40,18 @@ impl TestDaemon {
 
     pub fn toml(targets: &[String], extra: &str, state_dir: &std::path::Path) -> String {
         let list: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
+        // Only key-auth targets need the fixtures' client key (and so root).
+        let needs_key = targets.iter().any(|t| {
+            t.strip_prefix("ssh://").and_then(|rest| rest.rsplit_once('@')).is_some_and(|(user, _)| !user.contains(':'))
+        });
+        let identity = if needs_key {
+            format!("identity_file = {:?}\n", fixtures().client_key.display().to_string())
+        } else {
+            String::new()
+        };
         format!(
-            "listen = \"127.0.0.1\"\nport = 0\nstate_dir = {:?}\nidentity_file = {:?}\ntargets = [{}]\n{extra}\n",
+            "listen = \"127.0.0.1\"\nport = 0\nstate_dir = {:?}\n{identity}targets = [{}]\n{extra}\n",
             state_dir.display().to_string(),
-            fixtures().client_key.display().to_string(),
             list.join(", ")
         )
     }
