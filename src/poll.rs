@@ -173,3 +173,98 @@ async fn with_deadline<T>(
 ) -> Result<T, CollectError> {
     tokio::time::timeout(deadline, work).await.unwrap_or(Err(CollectError::Timeout(deadline)))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loop under paused tokio time, with collectors that answer from a captured
+    //! host, hang, or fail: cadence and deadlines without real hosts or real waiting.
+
+    use std::sync::Mutex;
+
+    use futures_util::future::BoxFuture;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::collect::sample::RawSample;
+    use crate::collect::{Collect, FsFilter};
+
+    const CAPTURE: &[u8] = include_bytes!("../tests/fixtures/gnu-debian12.out");
+
+    /// Answers from the captured GNU host after `delay`, or never.
+    struct Fake {
+        delay: Option<Duration>,
+    }
+
+    impl Collect for Fake {
+        fn sample<'a>(&'a mut self, _spec: &'a SampleSpec) -> BoxFuture<'a, Result<RawSample, CollectError>> {
+            let delay = self.delay;
+            Box::pin(async move {
+                match delay {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending::<()>().await,
+                }
+                let sections = crate::collect::script::split_sections(CAPTURE, "fixture")?;
+                Ok(RawSample::from_sections(&sections))
+            })
+        }
+    }
+
+    fn target(key: &str, delay: Option<Duration>) -> PolledTarget {
+        PolledTarget::new(key.into(), key.into(), Collector::Other(Box::new(Fake { delay })))
+    }
+
+    fn spec() -> SampleSpec {
+        SampleSpec { top_n: 5, fs_filter: FsFilter::new(&[]), max_output_bytes: 1 << 20 }
+    }
+
+    type Seen = Arc<Mutex<Vec<(Instant, Arc<Snapshot>)>>>;
+
+    fn recorder() -> (Seen, Publish) {
+        let seen: Seen = Arc::default();
+        let sink = seen.clone();
+        (seen, Box::new(move |s| sink.lock().unwrap().push((Instant::now(), s))))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_host_costs_one_deadline_and_the_cadence_holds() {
+        let (seen, publish) = recorder();
+        let targets = vec![target("fast", Some(Duration::from_millis(20))), target("hung", None)];
+        let poller = Poller::new(targets, spec(), Duration::from_secs(1), Duration::from_millis(500), publish);
+        let shutdown = CancellationToken::new();
+        let start = Instant::now();
+        let task = tokio::spawn(poller.run(shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(10_100)).await;
+        shutdown.cancel();
+        task.await.unwrap();
+        let seen = seen.lock().unwrap();
+        // Rounds start at 0, 1, ..., 10 s and each ends at the hung host's deadline.
+        assert_eq!(seen.len(), 10, "{:?}", seen.iter().map(|(t, _)| *t - start).collect::<Vec<_>>());
+        for (i, (at, snap)) in seen.iter().enumerate() {
+            assert_eq!(*at - start, Duration::from_millis(500) + Duration::from_secs(i as u64), "round {i}");
+            assert_eq!(snap.round, i as u64 + 1);
+            assert_eq!(snap.targets[0].status, HostStatus::Online);
+            assert_eq!(snap.targets[0].metrics.hostname, "vm");
+            assert_eq!(snap.targets[1].status, HostStatus::Offline);
+            assert_eq!(snap.targets[1].metrics.error.as_deref(), Some("no complete answer within 500ms"));
+            assert_eq!(snap.targets[1].consecutive_failures, i as u32 + 1);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_publishing_cannot_bunch_rounds_up() {
+        // Every host answers after 1.5 s at a 1 s interval: missed ticks are delayed,
+        // never fired back to back.
+        let (seen, publish) = recorder();
+        let targets = vec![target("slow", Some(Duration::from_millis(1500)))];
+        let poller = Poller::new(targets, spec(), Duration::from_secs(1), Duration::from_secs(2), publish);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(poller.run(shutdown.clone()));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        shutdown.cancel();
+        task.await.unwrap();
+        let seen = seen.lock().unwrap();
+        let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].0 - w[0].0).collect();
+        assert!(gaps.iter().all(|g| *g >= Duration::from_millis(1500)), "{gaps:?}");
+        assert!(seen.iter().all(|(_, s)| s.targets[0].status == HostStatus::Online));
+    }
+}

@@ -343,6 +343,7 @@ impl Loader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn settings_files() {
@@ -358,6 +359,63 @@ mod tests {
         assert!(Loader::settings_from_toml("for_seconds = -1", &base).unwrap_err().contains("for_seconds"));
         assert!(Loader::settings_from_toml("a = [1]", &base).unwrap_err().contains("only strings"));
         assert!(Loader::settings_from_toml("= broken", &base).is_err());
+    }
+
+    fn engine() -> Arc<RuleEngine> {
+        Arc::new(RuleEngine::new(super::super::sandbox::Sandbox::new(Default::default()).unwrap()))
+    }
+
+    fn rules_dir(dir: &Path) -> RulesDir {
+        RulesDir { dir: dir.to_path_buf(), builtin: false, threshold_base: HashMap::new() }
+    }
+
+    fn reboot() -> Vec<u8> {
+        std::fs::read(format!("{}/rules-wasm/dist/examples/reboot.wasm", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_watcher_wakes_for_changes_not_for_its_own_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine();
+        let mut loader = Loader::new(engine.clone(), rules_dir(dir.path()));
+        loader.watch();
+        assert_eq!(engine.engine_status().watch, "inotify");
+        std::fs::write(dir.path().join("reboot.wasm"), reboot()).unwrap();
+        let rx = loader.wake.as_mut().unwrap();
+        assert!(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.is_ok(), "no wake for a new file");
+        loader.sync().await;
+        assert_eq!(engine.status()[0].name, "reboot");
+        let rx = loader.wake.as_mut().unwrap();
+        tokio::time::sleep(QUIET).await;
+        while rx.try_recv().is_ok() {}
+        // Rescans open and read every file; none of that is a change.
+        for _ in 0..3 {
+            loader.sync().await;
+        }
+        tokio::time::sleep(QUIET).await;
+        assert!(loader.wake.as_mut().unwrap().try_recv().is_err(), "the loader woke itself up");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_a_watcher_the_directory_is_polled() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine();
+        let mut loader = Loader::new(engine.clone(), rules_dir(dir.path()));
+        // A watcher that died (its sender gone), as when inotify stops working.
+        let (tx, rx) = mpsc::channel(1);
+        drop(tx);
+        loader.wake = Some(rx);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(loader.run(shutdown.clone()));
+        std::fs::write(dir.path().join("reboot.wasm"), reboot()).unwrap();
+        let start = std::time::Instant::now();
+        while engine.status().is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(15), "hot swap stopped with the watcher");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(engine.engine_status().watch.starts_with("polling every 5s"), "{}", engine.engine_status().watch);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 
     #[test]

@@ -60,6 +60,11 @@ fn bad_configs_exit_78_with_one_line() {
     let (code, _, err) = run(&["--check-config"], &[("SERVERS", "ssh://a:hunter2@h:0"), ("MONSERV_LOG", "error")]);
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("ssh://a:***@h:0") && !err.contains("hunter2"), "{err}");
+    // A password holding an unencoded ',' splits SERVERS there: no piece is shown.
+    let (code, _, err) = run(&["--check-config"], &[("SERVERS", "ssh://scada:Sec9ret,Pa55wd@10.0.0.1")]);
+    assert_eq!(code, 78, "{err}");
+    assert!(!err.contains("Sec9ret") && !err.contains("Pa55wd"), "password leaked: {err}");
+    assert!(err.contains("ssh://scada:***"), "{err}");
     let (code, _, err) = run(&["--check-config"], &[("DISK_THRESHOLD_PERCENT", "-1")]);
     assert_eq!(code, 78);
     assert!(err.contains("DISK_THRESHOLD_PERCENT"), "{err}");
@@ -425,4 +430,48 @@ fn systemd_unit_verifies_and_is_hardened() {
     {
         assert!(unit.contains(must), "{must}");
     }
+}
+
+/// A rule that logs 100 forged, escape-laden lines per evaluation at 0.1 s rounds:
+/// the journal gets the rule's burst, escaped, then one line per refill period with a
+/// note of what was suppressed; never a line that looks like monserv's own.
+#[test]
+fn rule_logs_are_escaped_and_rate_limited() {
+    let state = tempfile::tempdir().unwrap();
+    let rules = state.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("logger.wasm"), crate::support::dist("test/logger.wasm")).unwrap();
+    let config = config_file(&format!(
+        "listen = \"127.0.0.1\"\nport = {}\npoll_interval_seconds = 0.1\nstate_dir = {:?}\n[rules]\nbuiltin = false\n",
+        free_port(),
+        state.path().display().to_string()
+    ));
+    let child = Command::new(BIN)
+        .args(["--config", config.path().to_str().unwrap()])
+        .env_remove("SERVERS")
+        .env("MONSERV_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Two refill periods: the burst, then one more line and a suppressed note.
+    std::thread::sleep(Duration::from_secs(8));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains('\u{1b}'), "a raw ESC reached the log");
+    let rule_lines: Vec<&str> = err.lines().filter(|l| l.contains("FORGED-LINE")).collect();
+    for l in &rule_lines {
+        assert!(l.ends_with("rule=\"logger\""), "{l}");
+        assert!(l.contains("\\u{a}2026-01-01T00:00:00.000000Z") && l.contains("\\u{1b}[2J"), "not escaped: {l}");
+    }
+    assert!(err.lines().all(|l| !l.starts_with("2026-01-01T00:00:00.000000Z")), "a forged line: {err}");
+    // ~80 evaluations x 100 lines were asked for; the burst (20) and a refill got out.
+    assert!((20..=23).contains(&rule_lines.len()), "{} rule lines:\n{err}", rule_lines.len());
+    let notes: Vec<&str> = err.lines().filter(|l| l.contains("rule log lines suppressed")).collect();
+    assert!(!notes.is_empty(), "no suppressed note: {err}");
+    let suppressed: u64 =
+        notes[0].split("suppressed=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(suppressed >= 1000, "{}", notes[0]);
 }

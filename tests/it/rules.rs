@@ -187,6 +187,7 @@ async fn hot_swap_under_load_misses_no_round_and_keeps_state() {
         }
     }
     let mut total_alerts = 0;
+    let readers_done = readers.len();
     for r in readers {
         let (i, alerts, metrics) = r.await.unwrap();
         // Client 0 already took the first alert; the others got it before reading here.
@@ -199,14 +200,22 @@ async fn hot_swap_under_load_misses_no_round_and_keeps_state() {
         assert!(metrics > 20, "client {i} got only {metrics} rounds in 6 s");
         total_alerts += rebooted.len();
     }
-    assert!(total_alerts <= 2);
+    // Clients 1 and 2 may have taken the first alert in their window (it fired
+    // before they started reading); client 0 took it above. Never more.
+    assert!(total_alerts < readers_done, "the first alert was repeated: {total_alerts}");
     let status = d.rules(None).await;
     let r = &status["rules"].as_array().unwrap()[0];
     assert_eq!(r["name"], "reboot");
     assert_eq!(r["swaps"], 8, "{r:#}");
     assert_eq!(r["firing"], 1, "state survived the swaps");
     let (first_round, last_round) = (r["first_round"].as_u64().unwrap(), r["last_round"].as_u64().unwrap());
-    assert_eq!(r["evaluations"].as_u64().unwrap(), last_round - first_round + 1, "a round went unevaluated: {r:#}");
+    // Rules run on their own task: a round they were too busy for is skipped (and
+    // counted by the engine), never lost to a swap.
+    let span = last_round - first_round + 1;
+    let evaluations = r["evaluations"].as_u64().unwrap();
+    let runner_skipped = status["engine"]["rounds_skipped"].as_u64().unwrap();
+    assert!(evaluations <= span && evaluations + runner_skipped >= span, "a round went unevaluated: {r:#} {status:#}");
+    assert_eq!(r["skipped_over_budget"], 0);
     assert!(last_round - first_round > 50);
     assert!(d.shutdown().await);
 }
@@ -217,8 +226,8 @@ fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_rules_are_isolated_while_the_builtin_keeps_alerting() {
-    // Present at startup (no snapshot yet to try them on): they load, fail in the
-    // rounds, and are quarantined.
+    // Present at startup (no snapshot yet to try them on): they load; the failing ones
+    // fail in the rounds and are quarantined; oversized output is cut, not fatal.
     let dir = tempfile::tempdir().unwrap();
     for name in ["spin", "membomb", "panic", "flood", "bigstrings"] {
         std::fs::write(dir.path().join(format!("{name}.wasm")), support::dist(&format!("test/{name}.wasm"))).unwrap();
@@ -236,7 +245,7 @@ async fn hostile_rules_are_isolated_while_the_builtin_keeps_alerting() {
     let status = loop {
         let s = d.rules(None).await;
         let quarantined = s["rules"].as_array().unwrap().iter().filter(|r| r["status"] == "quarantined").count();
-        if quarantined == 5 || start.elapsed() > Duration::from_secs(30) {
+        if quarantined == 3 || start.elapsed() > Duration::from_secs(30) {
             break s;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -250,8 +259,17 @@ async fn hostile_rules_are_isolated_while_the_builtin_keeps_alerting() {
     assert_eq!(err("spin"), "exceeded its 1.5s time limit");
     assert!(err("membomb").starts_with("trapped"), "{}", err("membomb"));
     assert!(err("panic").starts_with("trapped"), "{}", err("panic"));
-    assert_eq!(err("flood"), "output rejected: 100000 events (limit 1000)");
-    assert_eq!(err("bigstrings"), "output rejected: event 0: message is 4194304 bytes (limit 4096)");
+    // 100k events with keys that name no target: 1000 kept per evaluation, the rest
+    // dropped and counted; they fire once and are not repeated.
+    let flood = find(&status["rules"], "flood");
+    let evaluations = flood["evaluations"].as_u64().unwrap();
+    assert_eq!((flood["status"].as_str(), flood["failures"].as_u64()), (Some("ok"), Some(0)), "{flood:#}");
+    assert_eq!(flood["events_dropped"].as_u64(), Some(99_000 * evaluations), "{flood:#}");
+    assert_eq!(flood["firing"], 1000);
+    // A 4 MB message is cut to 4096 bytes.
+    let big = find(&status["rules"], "bigstrings");
+    assert_eq!((big["status"].as_str(), big["firing"].as_u64()), (Some("ok"), Some(1)), "{big:#}");
+    assert_eq!(big["events_truncated"].as_u64(), big["evaluations"].as_u64());
     let t = find(&status["rules"], "threshold");
     assert_eq!((t["status"].as_str(), t["failures"].as_u64(), t["firing"].as_u64()), (Some("ok"), Some(0), Some(1)));
 
@@ -286,7 +304,11 @@ async fn hostile_rules_are_isolated_while_the_builtin_keeps_alerting() {
     assert!(reason("garbage").starts_with("not a valid WebAssembly component"), "{}", reason("garbage"));
     assert!(reason("truncated").starts_with("not a valid WebAssembly component"), "{}", reason("truncated"));
     assert!(status["rules"].as_array().unwrap().iter().all(|r| !r["name"].as_str().unwrap().starts_with("new-")));
-    // The built-in rule and the rounds go on.
+    // The built-in rule and the rounds go on. (First take what is queued: the flood's
+    // 1000 alerts and the cut 4 MB one, each sent once in the first rounds.)
+    let (queued, _) = support::collect_for(&mut ws, Duration::from_secs(1)).await;
+    let subjects: std::collections::HashSet<&str> = queued.iter().map(|a| a["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects.len(), queued.len(), "an alert was repeated");
     let (alerts, metrics) = support::collect_for(&mut ws, Duration::from_secs(2)).await;
     assert!(metrics >= 4, "only {metrics} rounds in 2 s");
     assert!(alerts.is_empty(), "{alerts:#?}");
