@@ -504,7 +504,10 @@ mod tests {
         std::fs::read(format!("{}/rules-wasm/dist/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
-    async fn engine_with(limits: RuleLimits, rules: &[(&str, &str, &[(&str, &str)])]) -> RuleEngine {
+    /// (rule name, file under dist/, config pairs)
+    type Spec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+    async fn engine_with(limits: RuleLimits, rules: &[Spec<'_>]) -> RuleEngine {
         let engine = RuleEngine::new(Sandbox::new(limits).unwrap());
         for (name, file, config) in rules {
             let values = config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -525,8 +528,7 @@ mod tests {
             round_budget: Duration::from_millis(100),
             ..RuleLimits::default()
         };
-        let mut rules: Vec<(&str, &str, &[(&str, &str)])> =
-            vec![("a-threshold", "threshold.wasm", &[("memory_percent", "10")])];
+        let mut rules: Vec<Spec> = vec![("a-threshold", "threshold.wasm", &[("memory_percent", "10")])];
         let names: Vec<String> = (0..6).map(|i| format!("spin-{i}")).collect();
         rules.extend(names.iter().map(|n| (n.as_str(), "test/spin.wasm", &[][..])));
         let engine = engine_with(limits, &rules).await;
