@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use rules::RulesFile;
-pub use rules::{RuleLimits, RulesConfig};
+pub use rules::{CompileIn, RuleLimits, RulesConfig};
 pub use target::{mask_url, parse_target, SshAuth, SshTarget, Target, TargetKind};
 
 /// Exit status for a configuration error (EX_CONFIG from sysexits.h).

@@ -16,7 +16,9 @@
 //!   `http/`: `ws`, `api`, `rules_api`, `page`.
 //! - [`Daemon`]: wires it together; `main.rs` adds signals and exit codes.
 
-#![forbid(unsafe_code)]
+// One reviewed exception: loading our own compiler child's artifact
+// (`rules::compiler::load_artifact`).
+#![deny(unsafe_code)]
 
 pub mod collect;
 pub mod config;
@@ -105,7 +107,8 @@ impl Daemon {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let hub = Arc::new(hub::Hub::new());
-        let sandbox = rules::sandbox::Sandbox::new(config.rules.limits).map_err(StartError::Internal)?;
+        let sandbox = rules::sandbox::Sandbox::with_compiler(config.rules.limits, config.rules.compile_in.clone())
+            .map_err(StartError::Internal)?;
         let engine = Arc::new(rules::RuleEngine::new(sandbox));
         let t = &config.thresholds;
         let threshold_base = [

@@ -100,13 +100,17 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    // A rule compiler child (rules::compiler): no logging, no runtime, no config.
+    if std::env::args_os().nth(1).is_some_and(|a| a == monserv::rules::compiler::CHILD_ARG) {
+        return monserv::rules::compiler::child_main();
+    }
     let args = Args::parse();
     init_logging();
 
     if let Some(Cmd::Rule(cmd)) = args.command {
         return rule_command(cmd);
     }
-    let config = match Config::load(args.config.as_deref(), &ProcessEnv) {
+    let mut config = match Config::load(args.config.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("monserv: config error: {e}");
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         println!("configuration OK ({} targets)", config.targets.len());
         return ExitCode::SUCCESS;
     }
+    config.rules.compile_in = monserv::config::CompileIn::for_daemon();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -66,6 +66,28 @@ pub(super) struct RulesFile {
     max_firing: Option<usize>,
 }
 
+/// Where rules are compiled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CompileIn {
+    /// In this process (the CLI, tests that run the daemon in-process).
+    #[default]
+    Process,
+    /// In a child running this executable with `rules::compiler::CHILD_ARG`.
+    Child(PathBuf),
+}
+
+impl CompileIn {
+    /// The daemon's choice: a child of this very binary image where `/proc` has it.
+    pub fn for_daemon() -> CompileIn {
+        let exe = PathBuf::from("/proc/self/exe");
+        if exe.exists() {
+            CompileIn::Child(exe)
+        } else {
+            CompileIn::Process
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RulesConfig {
     /// `.wasm` rules (and their `.toml` settings) watched for changes.
@@ -73,6 +95,8 @@ pub struct RulesConfig {
     /// Run the built-in threshold rule (unless `dir` holds a `threshold.wasm`).
     pub builtin: bool,
     pub limits: RuleLimits,
+    /// Not from the file: `main` sets [`CompileIn::for_daemon`].
+    pub compile_in: CompileIn,
 }
 
 /// What `--print-config` shows of `[rules]`.
@@ -126,6 +150,7 @@ impl RulesConfig {
                 max_firing: max_firing as usize,
                 ..d
             },
+            compile_in: CompileIn::Process,
         })
     }
 

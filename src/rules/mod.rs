@@ -1,6 +1,7 @@
 //! Alert logic as sandboxed WebAssembly rules.
 //!
-//! `validate` bounds what a candidate may cost to compile; `sandbox` runs one
+//! `validate` bounds what a candidate may cost to compile; `compiler` compiles it in
+//! a child process so the daemon keeps none of that cost; `sandbox` runs one
 //! component under limits; `convert` turns a poll snapshot into the WIT snapshot
 //! (once per round, shared by every rule); `output` applies the per-event and
 //! per-target limits to what a rule returns; `alert` turns events into alert once /
@@ -11,6 +12,7 @@
 
 pub mod alert;
 pub mod cli;
+pub mod compiler;
 pub mod convert;
 pub mod engine;
 pub mod loader;

@@ -38,7 +38,9 @@ const TYPES_INTERFACE: &str = "monserv:rules/types@0.1.0";
 /// Log calls per evaluation (the rule's bucket in `rule_log` limits them over time).
 const MAX_LOG_LINES: u32 = 20;
 
+use super::compiler::{self, ChildError};
 use super::rule_log::{self, RuleLog};
+use crate::config::CompileIn;
 pub use crate::config::RuleLimits as Limits;
 
 /// Why a component could not be loaded.
@@ -128,6 +130,7 @@ struct EpochTicker {
 
 pub struct Sandbox {
     engine: Engine,
+    compile_in: CompileIn,
     linker: Linker<HostState>,
     ticker: Arc<EpochTicker>,
     pub limits: Limits,
@@ -155,16 +158,27 @@ pub struct ConfigKey {
     pub help: String,
 }
 
+/// The engine settings, shared with the compiler child (an artifact loads only into
+/// an engine with the same settings).
+pub fn engine_config() -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.max_wasm_stack(512 * 1024);
+    // Built without wasmtime's parallel-compilation feature: one function at a time,
+    // so compile memory is bounded by the largest function `validate` lets through,
+    // not by that times the number of cores.
+    config
+}
+
 impl Sandbox {
+    /// A sandbox that compiles in this process.
     pub fn new(limits: Limits) -> Result<Sandbox, String> {
-        let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        config.max_wasm_stack(512 * 1024);
-        // Built without wasmtime's parallel-compilation feature: one function at a
-        // time, so compile memory is bounded by the largest function `validate` lets
-        // through, not by that times the number of cores.
-        let engine = Engine::new(&config).map_err(|e| format!("cannot start the wasm engine: {e}"))?;
+        Sandbox::with_compiler(limits, CompileIn::Process)
+    }
+
+    pub fn with_compiler(limits: Limits, compile_in: CompileIn) -> Result<Sandbox, String> {
+        let engine = Engine::new(&engine_config()).map_err(|e| format!("cannot start the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         host_api::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| format!("cannot link the host interface: {e}"))?;
@@ -187,7 +201,7 @@ impl Sandbox {
             .thread()
             .clone();
         let ticker = Arc::new(EpochTicker { active, thread });
-        Ok(Sandbox { engine, linker, ticker, limits })
+        Ok(Sandbox { engine, compile_in, linker, ticker, limits })
     }
 
     /// Compile, check the imports, link, and ask the rule to describe itself.
@@ -197,7 +211,7 @@ impl Sandbox {
             super::validate::Refused::Malformed(why) => LoadError::Invalid(why),
             over => LoadError::TooCostly(over),
         })?;
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component = self.component(bytes)?;
         let ty = component.component_type();
         for (name, _) in ty.imports(&self.engine) {
             if name != HOST_INTERFACE && name != TYPES_INTERFACE {
@@ -210,6 +224,25 @@ impl Sandbox {
             Compiled { pre, info: RuleInfo { name: String::new(), version: String::new(), config: vec![] } };
         compiled.info = self.describe(&compiled).map_err(|e| LoadError::Describe(e.to_string()))?;
         Ok(compiled)
+    }
+
+    /// Compile where configured; fall back to this process if the child cannot run.
+    fn component(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        let here = || Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")));
+        let CompileIn::Child(exe) = &self.compile_in else {
+            return here();
+        };
+        match compiler::compile_in_child(exe, bytes) {
+            Ok(artifact) => compiler::load_artifact(&self.engine, &artifact).or_else(|e| {
+                tracing::warn!(error = %e, "cannot load the compiler process's artifact; compiling in-process");
+                here()
+            }),
+            Err(ChildError::Refused(why)) => Err(LoadError::Invalid(why)),
+            Err(ChildError::Unavailable(why)) => {
+                tracing::warn!(reason = %why, "rule compiler process unavailable; compiling in-process");
+                here()
+            }
+        }
     }
 
     fn store(&self, ctx: RuleCtx) -> Store<HostState> {

@@ -9,6 +9,7 @@ mod appliance;
 mod binary;
 mod clients;
 mod collect_hosts;
+mod compile;
 mod failures;
 mod rest;
 mod rules;
