@@ -7,6 +7,7 @@
 //! target/release/examples/bench idle-rss 1000     # RSS per idle connected client (real binary)
 //! target/release/examples/bench poll 1 50         # wall and CPU per host per poll, both sides
 //! target/release/examples/bench compile-bomb stack # peak RSS compiling a worst-case function
+//! target/release/examples/bench cadence ws://127.0.0.1:18904/ws 60  # metrics_update gaps at a client
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -67,13 +68,14 @@ async fn main() {
         }
         Some("swap") => swap().await,
         Some("compile-bomb") => compile_bomb(&args[1]),
+        Some("cadence") => cadence(&args[1], args[2].parse().unwrap()).await,
         Some("poll") => {
             for n in numbers() {
                 poll(n).await
             }
         }
         _ => eprintln!(
-            "usage: bench fanout N... | idle-rss N... | poll TARGETS... | rules HOSTS... | swap | compile-bomb SHAPE"
+            "usage: bench fanout N... | idle-rss N... | poll TARGETS... | rules HOSTS... | swap | compile-bomb SHAPE | cadence WS_URL SECONDS"
         ),
     }
 }
@@ -526,5 +528,34 @@ fn compile_bomb(shape: &str) {
         if result.is_ok() { "ok" } else { "refused" },
         ms(started.elapsed()),
         (peak_rss() - before) as f64 / (1 << 20) as f64
+    );
+}
+
+/// Gaps between consecutive `metrics_update` frames at one client of a running monserv
+/// (any version), for `seconds`: what a dashboard sees of the cadence.
+async fn cadence(url: &str, seconds: u64) {
+    let mut ws = support::connect_retry(url).await;
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let (mut last, mut gaps, mut alerts) = (None::<Instant>, Vec::new(), 0usize);
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let Ok(Some(Ok(msg))) = tokio::time::timeout(left, ws.next()).await else { break };
+        let tokio_tungstenite::tungstenite::Message::Text(text) = msg else { continue };
+        if text.starts_with(r#"{"type":"metrics_update""#) {
+            let now = Instant::now();
+            if let Some(prev) = last.replace(now) {
+                gaps.push(now - prev);
+            }
+        } else {
+            alerts += 1;
+        }
+    }
+    gaps.sort();
+    assert!(!gaps.is_empty(), "no metrics_update from {url}");
+    println!(
+        "{} frames, {alerts} alerts in {seconds} s; gap p50 {} p99 {} max {}",
+        gaps.len() + 1,
+        ms(percentile(&gaps, 0.5)),
+        ms(percentile(&gaps, 0.99)),
+        ms(*gaps.last().unwrap())
     );
 }
