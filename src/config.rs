@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use rules::RulesFile;
 pub use rules::{CompileIn, RuleLimits, RulesConfig};
-pub use target::{mask_url, parse_target, SshAuth, SshTarget, Target, TargetKind};
+pub use target::{mask_url, parse_target, SshAuth, SshTarget, Target, TargetError, TargetKind};
 
 /// Exit status for a configuration error (EX_CONFIG from sysexits.h).
 pub const EXIT_CONFIG: i32 = 78;
@@ -300,7 +300,8 @@ impl Config {
                 .collect(),
         };
         for (url, own_identity) in entries {
-            let target = parse_target(&url, own_identity.or_else(|| identity_file.clone())).map_err(invalid)?;
+            let target = parse_target(&url, own_identity.or_else(|| identity_file.clone()))
+                .map_err(|e| invalid(e.to_string()))?;
             if let TargetKind::Ssh(SshTarget { auth: SshAuth::Key(path), .. }) = &target.kind {
                 russh::keys::load_secret_key(path, None)
                     .map_err(|e| invalid(format!("target {:?}: identity_file {}: {e}", target.key, path.display())))?;
@@ -311,7 +312,7 @@ impl Config {
             targets.push(target);
         }
         if targets.is_empty() {
-            targets.push(parse_target("local", None).map_err(invalid)?);
+            targets.push(parse_target("local", None).map_err(|e| invalid(e.to_string()))?);
         }
 
         let top_processes = f.top_processes.unwrap_or(5);

@@ -161,8 +161,8 @@ impl Daemon {
         if let Some(n) = &notifier {
             n.notify(&format!("READY=1\nSTATUS=serving {} targets on {addr}", config.targets.len()));
             if let Some(period) = systemd::watchdog_period() {
-                // A round may take the interval plus the host deadline plus the rules'
-                // time limits; three rounds' worth of silence means the loop is stuck.
+                // A round takes at most the interval plus the host deadline (rules run
+                // on their own task); three rounds' worth of silence means it is stuck.
                 let stale_after = (config.poll_interval + config.host_timeout) * 3 + Duration::from_secs(5);
                 tracker.spawn(systemd::watchdog(n.clone(), period, heartbeat, stale_after, shutdown.clone()));
             }
@@ -192,5 +192,20 @@ impl Daemon {
         }
         self.shutdown.cancel();
         tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_configuration_problems_are_config_errors() {
+        // 78 stops systemd's restarts until the config changes; an engine that could
+        // not start (no threads, no executable memory) must be restarted instead.
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        assert!(StartError::Bind { addr, reason: "in use".into() }.is_config());
+        assert!(StartError::Target("bad key".into()).is_config());
+        assert!(!StartError::Internal("cannot start the wasm engine".into()).is_config());
     }
 }

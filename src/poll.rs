@@ -80,15 +80,17 @@ impl PolledTarget {
                 r.last_error_kind = None;
             }
             Err(e) => {
-                // Log transitions and changes of reason, not every failed round.
+                // Log transitions and changes of reason, not every failed round. A
+                // round skipped while the collector backs off is no new reason.
                 let kind = e.kind();
+                let backing_off = matches!(e, CollectError::Backoff { .. });
                 if r.status == HostStatus::Online
                     || r.consecutive_failures == 0
-                    || (r.last_error_kind != Some(kind) && kind != "backoff")
+                    || (r.last_error_kind != Some(kind) && !backing_off)
                 {
                     tracing::warn!(target = %self.key, error = %e, kind, "host is offline");
                 }
-                if kind != "backoff" {
+                if !backing_off {
                     r.last_error_kind = Some(kind);
                 }
                 self.cpu_prev = None;

@@ -76,25 +76,35 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
+/// Why a target URL was refused. Never holds a password: the URL is masked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Not shown at all: a piece without a scheme is most often the tail of a
+    /// password that held an unencoded ',' and split `SERVERS` there.
+    #[error(
+        "a target of {chars} characters has no scheme (not shown, in case it is part of a password; \
+         expected \"ssh://user[:password]@host[:port]\" or \"local\"; percent-encode ',' as %2C in passwords)"
+    )]
+    NoScheme { chars: usize },
+    #[error("target {masked:?}: unsupported scheme (expected \"ssh://user[:password]@host[:port]\" or \"local\")")]
+    UnsupportedScheme { masked: String },
+    #[error("target {masked:?}: {why}")]
+    Invalid { masked: String, why: String },
+}
+
 /// Parse one target. `identity` is the key file for a password-less SSH target.
-pub fn parse_target(url: &str, identity: Option<PathBuf>) -> Result<Target, String> {
+pub fn parse_target(url: &str, identity: Option<PathBuf>) -> Result<Target, TargetError> {
     let url = url.trim();
     if url.eq_ignore_ascii_case("local") {
         return Ok(Target { key: "local".into(), kind: TargetKind::Local });
     }
     let masked = mask_url(url);
-    let bad = |why: &str| format!("target {masked:?}: {why}");
+    let bad = |why: &str| TargetError::Invalid { masked: masked.clone(), why: why.to_string() };
     if !url.contains("://") {
-        // Not shown: a piece without a scheme is most often the tail of a password
-        // that held an unencoded ',' and split SERVERS there.
-        return Err(format!(
-            "a target of {} characters has no scheme (not shown, in case it is part of a password; \
-             expected \"ssh://user[:password]@host[:port]\" or \"local\"; percent-encode ',' as %2C in passwords)",
-            url.chars().count()
-        ));
+        return Err(TargetError::NoScheme { chars: url.chars().count() });
     }
     let Some(rest) = url.strip_prefix("ssh://") else {
-        return Err(bad("unsupported scheme (expected \"ssh://user[:password]@host[:port]\" or \"local\")"));
+        return Err(TargetError::UnsupportedScheme { masked });
     };
     let at = rest.rfind('@').ok_or_else(|| bad("missing user (expected ssh://user@host)"))?;
     let (userinfo, hostport) = (&rest[..at], rest[at + 1..].trim_end_matches('/'));
@@ -195,7 +205,7 @@ mod tests {
 
     #[test]
     fn key_target_needs_identity() {
-        let e = parse_target("ssh://u@h:22", None).unwrap_err();
+        let e = parse_target("ssh://u@h:22", None).unwrap_err().to_string();
         assert!(e.contains("identity_file"), "{e}");
         let t = parse_target("ssh://u@[::1]:2200", Some("/k".into())).unwrap();
         assert_eq!(t.key, "ssh://u@[::1]:2200");
@@ -213,11 +223,11 @@ mod tests {
             "ssh://u:hunter2@h st",
             "ssh://u:hunter2@[::1",
         ] {
-            let e = parse_target(bad, None).unwrap_err();
+            let e = parse_target(bad, None).unwrap_err().to_string();
             assert!(!e.contains("hunter2"), "{e}");
             assert!(e.contains("***"), "{e}");
         }
-        assert!(parse_target("ftp://h", None).unwrap_err().contains("unsupported scheme"));
+        assert!(matches!(parse_target("ftp://h", None), Err(TargetError::UnsupportedScheme { .. })));
         assert_eq!(parse_target("LOCAL", None).unwrap().key, "local");
     }
 
@@ -237,15 +247,15 @@ mod tests {
     fn a_password_split_by_an_unencoded_comma_is_never_shown() {
         // SERVERS="ssh://scada:se,cr,et@h" splits into three pieces.
         for piece in ["ssh://scada:se", "cr", "et@h"] {
-            let e = parse_target(piece, None).unwrap_err();
+            let e = parse_target(piece, None).unwrap_err().to_string();
             for secret in ["se", "cr", "et"] {
                 assert!(!e.contains(&format!("{secret}\"")) && !e.contains(&format!(":{secret}")), "{piece}: {e}");
             }
         }
         assert_eq!(
-            parse_target("ssh://scada:se", None).unwrap_err(),
+            parse_target("ssh://scada:se", None).unwrap_err().to_string(),
             "target \"ssh://scada:***\": missing user (expected ssh://user@host)"
         );
-        assert!(parse_target("cr", None).unwrap_err().starts_with("a target of 2 characters has no scheme"));
+        assert_eq!(parse_target("cr", None).unwrap_err(), TargetError::NoScheme { chars: 2 });
     }
 }
