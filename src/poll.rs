@@ -97,7 +97,10 @@ impl PolledTarget {
                 r.status = HostStatus::Offline;
                 r.consecutive_failures = r.consecutive_failures.saturating_add(1);
                 r.metrics.status = HostStatus::Offline;
-                r.metrics.error = Some(e.to_string());
+                // An SSH peer's own words (a disconnect reason, a banner) can be in here.
+                let mut error = e.to_string();
+                crate::collect::parse::clean_field(&mut error, 1024);
+                r.metrics.error = Some(error);
             }
         }
     }

@@ -355,6 +355,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_text_loses_terminal_escapes_but_keeps_its_shape() {
+        let mut t = "/mnt/esc\x1b]0;pwned\x07 \u{202e}txt.exe".to_string();
+        clean_field(&mut t, 4096);
+        assert_eq!(t, "/mnt/esc\u{fffd}]0;pwned\u{fffd} \u{fffd}txt.exe");
+        let mut long = "é".repeat(3000);
+        clean_field(&mut long, 4095);
+        assert_eq!(long.len(), 4094, "cut on a character boundary");
+        // Parse errors quote the host's bytes: cleaned too.
+        let e = uptime_seconds(b"\x1b[2Jpwn 1").unwrap_err().to_string();
+        assert!(!e.contains('\x1b') && e.contains('\u{fffd}'), "{e}");
+    }
+
+    #[test]
     fn hostname_trims_and_rejects_empty() {
         assert_eq!(hostname(b"scadanas\n").unwrap(), "scadanas");
         assert_eq!(hostname(b"  gw-01 \nrest"), Ok("gw-01".to_string()));

@@ -385,6 +385,24 @@ mod tests {
     }
 
     #[test]
+    fn escapes_from_a_host_are_cleaned_after_matching() {
+        let capture = include_bytes!("../../tests/fixtures/gnu-debian12.out").to_vec();
+        let text = String::from_utf8(capture).unwrap();
+        let text = text
+            .replace("@@fixture mounts\n", "@@fixture mounts\n/dev/e\x1bx /mnt/e\x1b[1m\u{202e} ext4\n")
+            .replace("@@fixture df\n", "@@fixture df\n/dev/e\x1bx 1000 900 100 90% /mnt/e\x1b[1m\u{202e}\n")
+            .replace("Name: ", "Name: \x07");
+        let (m, _) = fixture(text.as_bytes());
+        let disk =
+            m.disks.iter().find(|d| d.mountpoint.starts_with("/mnt/e")).expect("matched with df despite escapes");
+        assert_eq!((disk.device.as_str(), disk.mountpoint.as_str()), ("/dev/e\u{fffd}x", "/mnt/e\u{fffd}[1m\u{fffd}"));
+        assert_eq!(disk.used_percent, 90.0);
+        let all = serde_json::to_string(&m).unwrap();
+        assert!(!all.contains("\\u001b") && !all.contains("\\u0007") && !all.contains('\u{202e}'), "{all}");
+        assert!(m.top_procs_by_mem.iter().all(|p| !p.name.chars().any(crate::model::is_unsafe_char)));
+    }
+
+    #[test]
     fn captured_gnu_host() {
         let (m, cpu) = fixture(include_bytes!("../../tests/fixtures/gnu-debian12.out"));
         assert_eq!(m.hostname, "vm");
