@@ -92,7 +92,23 @@ async fn one_crowded_host_cannot_silence_the_others() {
     let mut ws = d.connect().await;
     let crowd_key = format!("ssh://{}:***@127.0.0.1:{}", fixtures::CROWD_USER, sshd.port);
     let host = support::machine_hostname();
-    let (alerts, frames) = read_all(&mut ws, Duration::from_secs(8)).await;
+    // Read until every host's memory alert and the crowded host's disk alerts are in
+    // (or 40 s), then 2 s more: nothing may be repeated in them.
+    let (mut alerts, mut frames) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    let enough = |alerts: &[Value]| {
+        let count =
+            |pred: &dyn Fn(&str) -> bool| alerts.iter().filter(|a| pred(a["subject"].as_str().unwrap())).count();
+        count(&|s| s.ends_with(" memory high")) >= 3 && count(&|s| s.contains(" disk /mnt/")) >= 990
+    };
+    while !enough(&alerts) && start.elapsed() < Duration::from_secs(40) {
+        let (a, f) = read_all(&mut ws, Duration::from_secs(1)).await;
+        alerts.extend(a);
+        frames.extend(f);
+    }
+    let (a, f) = read_all(&mut ws, Duration::from_secs(2)).await;
+    alerts.extend(a);
+    frames.extend(f);
     let subjects: Vec<&str> = alerts.iter().map(|a| a["subject"].as_str().unwrap()).collect();
     // The other hosts were not silenced: the BusyBox host, and both this machine's
     // targets (local and the crowded host share its hostname).
@@ -247,8 +263,9 @@ async fn spinning_rules_never_delay_metrics() {
             _ => {}
         }
     }
-    // 0.25 s rounds; 30 rules x 100 ms held every round for 3 s before.
-    assert!(worst < Duration::from_millis(1500), "a metrics_update gap of {worst:?}");
+    // 0.25 s rounds; 30 rules x 100 ms held every round for 3 s or more before. The
+    // margin is for a loaded CI machine.
+    assert!(worst < Duration::from_millis(2500), "a metrics_update gap of {worst:?}");
     assert!(frames >= 16, "only {frames} metrics_update in 8 s at 0.25 s rounds");
     assert!(alerted, "the built-in rule still alerts");
     let status = d.rules(None).await;
@@ -368,7 +385,8 @@ async fn compile_bombs_are_refused_before_compiling() {
         ),
         "{body}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    // Compiling it would take over a minute (BENCHMARKS.md); the walk takes milliseconds.
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
     // Over the file limit: refused while reading the upload.
     let (status, body) = support::http_send(d.addr, "PUT", "/api/v1/rules/big", &auth, &vec![0u8; 1_400_000]).await;
     assert_eq!(status, 413, "{body}");
