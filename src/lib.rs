@@ -109,7 +109,15 @@ impl Daemon {
         let hub = Arc::new(hub::Hub::new());
         let sandbox = rules::sandbox::Sandbox::with_compiler(config.rules.limits, config.rules.compile_in.clone())
             .map_err(StartError::Internal)?;
-        let engine = Arc::new(rules::RuleEngine::new(sandbox));
+        // Alert state survives restarts; without a usable state directory monserv
+        // still monitors and alerts, it only forgets on restart (and says so).
+        let store_path = config.state_dir.join("alerts.redb");
+        let store = tokio::task::spawn_blocking(move || store::alerts::AlertStore::open(&store_path))
+            .await
+            .map_err(|e| StartError::Internal(e.to_string()))?
+            .inspect_err(|e| tracing::error!(error = %e, "alert state will not survive a restart"))
+            .ok();
+        let engine = Arc::new(rules::RuleEngine::with_store(sandbox, store));
         let t = &config.thresholds;
         let threshold_base = [
             ("memory_percent", t.memory_percent),
@@ -126,6 +134,7 @@ impl Daemon {
         // Watch, then load before the first round, so that round is evaluated too.
         loader.watch();
         loader.sync().await;
+        engine.forget_unloaded().await;
         tracker.spawn(loader.run(shutdown.clone()));
 
         // Metrics go out first; the rules get the round on their own task, so a slow

@@ -6,6 +6,8 @@
 //! torn one. Writes are rare (a new host key, later alert state), never per poll.
 //! Reading untrusted files (the rules directory) goes through [`read_regular`].
 
+pub mod alerts;
+
 use std::fs;
 use std::io::Write;
 use std::path::Path;

@@ -6,6 +6,7 @@
 //! accept loop stops, HTTP connections finish gracefully and WebSocket clients get
 //! a close frame.
 
+pub mod alerts_api;
 pub mod api;
 pub mod page;
 pub mod rules_api;
@@ -97,9 +98,15 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
         (&Method::GET, "/ws") => ws::handle_upgrade(req, &state),
         (&Method::GET, "/" | "/index.html") => page::index(),
         (&Method::GET, "/api/v1/health") => api::health(&state),
-        (&Method::GET, "/api/state" | "/api/v1/servers") if !authorized(&req, &state) => unauthorized(),
+        (&Method::GET, "/api/state" | "/api/v1/servers" | "/api/v1/alerts/active" | "/api/v1/alerts/history")
+            if !authorized(&req, &state) =>
+        {
+            unauthorized()
+        }
         (&Method::GET, "/api/state") => api::state(&state),
         (&Method::GET, "/api/v1/servers") => api::servers(&state),
+        (&Method::GET, "/api/v1/alerts/active") => alerts_api::active(&state),
+        (&Method::GET, "/api/v1/alerts/history") => alerts_api::history(req.uri().query(), &state).await,
         (_, p) if p == "/api/v1/rules" || p.starts_with("/api/v1/rules/") => {
             if !authorized(&req, &state) {
                 unauthorized()
@@ -107,9 +114,17 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
                 rules_api::handle(req, &state).await
             }
         }
-        (_, "/ws" | "/" | "/index.html" | "/api/v1/health" | "/api/state" | "/api/v1/servers") => {
-            method_not_allowed("GET")
-        }
+        (
+            _,
+            "/ws"
+            | "/"
+            | "/index.html"
+            | "/api/v1/health"
+            | "/api/state"
+            | "/api/v1/servers"
+            | "/api/v1/alerts/active"
+            | "/api/v1/alerts/history",
+        ) => method_not_allowed("GET"),
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     };
     Ok(response)

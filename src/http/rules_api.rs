@@ -125,7 +125,7 @@ async fn delete(name: &str, api: &RulesApi) -> Response<Body> {
             Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         };
     }
-    if api.engine.remove(name) || had_file {
+    if api.engine.remove(name).await || had_file {
         json(StatusCode::OK, r#"{"success":true}"#)
     } else {
         json_error(StatusCode::NOT_FOUND, "no such rule")

@@ -10,12 +10,17 @@
 //! rule that invents new keys every round fills its own allowance and no more; the
 //! conditions it reports past that are counted, not tracked, and its status says so.
 //! Keys, subjects and messages arrive already cut to their limits (`output`).
+//!
+//! Every transition is also returned as a [`Changes`] for the durable store, and the
+//! state is restored from it at start, so a restart neither re-fires an active alert
+//! nor forgets one (a condition that ended while monserv was down recovers).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use super::sandbox::wit;
 use crate::model::{AlertKind, AlertMessage};
+use crate::store::alerts::{unix_now, Changes, Firing};
 
 #[derive(Debug, Default)]
 pub struct AlertState {
@@ -28,12 +33,23 @@ pub struct Applied {
     pub messages: Vec<AlertMessage>,
     /// New conditions not tracked because the rule was at `max_firing`.
     pub over_cap: u64,
+    /// The transitions, for the durable store.
+    pub changes: Changes,
+}
+
+/// What is kept of a firing alert.
+#[derive(Debug, Clone)]
+struct Fired {
+    subject: String,
+    message: String,
+    /// Unix seconds.
+    since: u64,
 }
 
 #[derive(Debug, Default)]
 struct RuleAlerts {
-    /// Firing keys and the subject they fired with.
-    firing: BTreeMap<String, String>,
+    /// Firing keys, with what they fired with.
+    firing: BTreeMap<String, Fired>,
     /// Keys reported but not yet firing because of `for`: first seen at.
     pending: HashMap<String, Instant>,
 }
@@ -75,13 +91,22 @@ impl AlertState {
                     let since = *state.pending.entry(e.key.clone()).or_insert(now);
                     if now.duration_since(since) >= hold_for {
                         state.pending.remove(&e.key);
-                        state.firing.insert(e.key, e.subject.clone());
+                        let fired = Fired { subject: e.subject.clone(), message: e.message.clone(), since: unix_now() };
+                        out.changes.fired.push(Firing {
+                            rule: rule.to_string(),
+                            key: e.key.clone(),
+                            subject: fired.subject.clone(),
+                            message: fired.message.clone(),
+                            since: fired.since,
+                        });
+                        state.firing.insert(e.key, fired);
                         out.messages.push(AlertMessage::new(AlertKind::Alert, e.subject, e.message));
                     }
                 }
                 wit::EventKind::Recovery => {
                     state.pending.remove(&e.key);
                     if state.firing.remove(&e.key).is_some() {
+                        out.changes.recovered.push((rule.to_string(), e.key, e.subject.clone(), e.message.clone()));
                         out.messages.push(AlertMessage::new(AlertKind::Recovery, e.subject, e.message));
                     }
                 }
@@ -100,6 +125,36 @@ impl AlertState {
     /// Drop a removed rule's state.
     pub fn forget(&mut self, rule: &str) {
         self.rules.remove(rule);
+    }
+
+    /// Rules with any state.
+    pub fn rule_names(&self) -> Vec<String> {
+        self.rules.keys().cloned().collect()
+    }
+
+    /// Put back an alert that was firing when monserv stopped.
+    pub fn restore(&mut self, f: Firing) {
+        let fired = Fired { subject: f.subject, message: f.message, since: f.since };
+        self.rules.entry(f.rule).or_default().firing.insert(f.key, fired);
+    }
+
+    /// Every firing alert, oldest first.
+    pub fn active(&self) -> Vec<Firing> {
+        let mut out: Vec<Firing> = self
+            .rules
+            .iter()
+            .flat_map(|(rule, r)| {
+                r.firing.iter().map(move |(key, f)| Firing {
+                    rule: rule.clone(),
+                    key: key.clone(),
+                    subject: f.subject.clone(),
+                    message: f.message.clone(),
+                    since: f.since,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.rule.cmp(&b.rule)).then_with(|| a.key.cmp(&b.key)));
+        out
     }
 }
 
@@ -155,6 +210,21 @@ mod tests {
         // Rules do not share keys.
         s.apply("r", vec![ev(Alert, "k")], Duration::ZERO, t, CAP);
         assert!(s.active_keys("other").is_empty());
+    }
+
+    #[test]
+    fn restored_alerts_are_not_fired_again_and_can_recover() {
+        let mut s = AlertState::default();
+        let t = Instant::now();
+        s.restore(Firing { rule: "r".into(), key: "h/mem".into(), subject: "S".into(), message: "M".into(), since: 7 });
+        assert_eq!(s.active_keys("r"), vec!["h/mem".to_string()]);
+        let still = s.apply("r", vec![ev(Alert, "h/mem")], Duration::ZERO, t, CAP);
+        assert!(still.messages.is_empty() && still.changes.is_empty(), "re-fired after a restart");
+        assert_eq!(s.active()[0].since, 7);
+        let ended = s.apply("r", vec![ev(Recovery, "h/mem")], Duration::ZERO, t, CAP);
+        assert_eq!(ended.messages.len(), 1);
+        assert_eq!(ended.changes.recovered[0].1, "h/mem");
+        assert!(s.active().is_empty());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use super::convert;
 use super::output::{self, OutputStats};
 use super::sandbox::{wit, Compiled, EvalError, LoadError, RuleCtx, RuleInfo, Sandbox};
 use crate::model::{AlertMessage, Snapshot};
+use crate::store::alerts::{AlertStore, Changes, Firing, StoreError, Transition};
 
 const QUARANTINE_AFTER: u32 = 3;
 const QUARANTINE_BASE: Duration = Duration::from_secs(30);
@@ -140,6 +141,8 @@ pub struct RuleEngine {
     /// Candidates refused, by rule name, with the reason (shown by the REST API).
     rejected: Mutex<BTreeMap<String, String>>,
     counters: Mutex<EngineStatus>,
+    /// Where firing state survives restarts (none in the CLI and some tests).
+    store: Option<Arc<AlertStore>>,
 }
 
 /// A rule's settings: its config values and the host-side `for` duration.
@@ -173,11 +176,29 @@ enum Outcome {
 
 impl RuleEngine {
     pub fn new(sandbox: Sandbox) -> Self {
+        Self::with_store(sandbox, None)
+    }
+
+    /// An engine whose firing state is kept in (and restored from) `store`: alerts
+    /// active when monserv stopped are active again, so none is re-fired.
+    pub fn with_store(sandbox: Sandbox, store: Option<AlertStore>) -> Self {
+        let mut alerts = AlertState::default();
+        if let Some(store) = &store {
+            match store.active() {
+                Ok(active) => {
+                    if !active.is_empty() {
+                        tracing::info!(alerts = active.len(), path = %store.path().display(), "restored active alerts");
+                    }
+                    active.into_iter().for_each(|f| alerts.restore(f));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read active alerts; starting with none"),
+            }
+        }
         let l = sandbox.limits;
         RuleEngine {
             sandbox: Arc::new(sandbox),
             rules: RwLock::new(BTreeMap::new()),
-            alerts: Mutex::new(AlertState::default()),
+            alerts: Mutex::new(alerts),
             latest: Mutex::new(None),
             rejected: Mutex::new(BTreeMap::new()),
             counters: Mutex::new(EngineStatus {
@@ -186,6 +207,51 @@ impl RuleEngine {
                 max_events_per_target: l.max_events_per_target,
                 ..EngineStatus::default()
             }),
+            store: store.map(Arc::new),
+        }
+    }
+
+    /// Write one round's transitions before anything is sent. A failed write is
+    /// logged, and the messages still go out: an alert is worth more than its record.
+    async fn persist(&self, changes: Changes) {
+        let Some(store) = self.store.clone() else { return };
+        if changes.is_empty() {
+            return;
+        }
+        let written = tokio::task::spawn_blocking(move || store.commit(&changes)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "alert state not saved"),
+            Err(e) => tracing::error!(error = %e, "alert state writer failed"),
+        }
+    }
+
+    /// Every firing alert, oldest first.
+    pub fn active_alerts(&self) -> Vec<Firing> {
+        lock(&self.alerts).active()
+    }
+
+    /// Transitions since `since` (Unix seconds), the newest `limit`.
+    pub async fn history(&self, since: u64, limit: usize) -> Result<Vec<Transition>, StoreError> {
+        let Some(store) = self.store.clone() else { return Ok(Vec::new()) };
+        tokio::task::spawn_blocking(move || store.history(since, limit))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Io { path: String::new(), reason: e.to_string() }))
+    }
+
+    /// Forget the state of rules that are not loaded (deleted while monserv was
+    /// down). Called once the rules directory has been read.
+    pub async fn forget_unloaded(&self) {
+        let loaded: Vec<String> = self.rules.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let gone: Vec<String> = {
+            let mut alerts = lock(&self.alerts);
+            let gone: Vec<String> = alerts.rule_names().into_iter().filter(|r| !loaded.contains(r)).collect();
+            gone.iter().for_each(|r| alerts.forget(r));
+            gone
+        };
+        if !gone.is_empty() {
+            tracing::info!(rules = ?gone, "forgot the alert state of rules no longer loaded");
+            self.persist(Changes { forgotten_rules: gone, ..Changes::default() }).await;
         }
     }
 
@@ -269,11 +335,12 @@ impl RuleEngine {
     }
 
     /// Unload a rule and forget its firing keys. Returns false if it was not loaded.
-    pub fn remove(&self, name: &str) -> bool {
+    pub async fn remove(&self, name: &str) -> bool {
         let removed = self.rules.write().unwrap_or_else(|e| e.into_inner()).remove(name).is_some();
         if removed {
             lock(&self.alerts).forget(name);
             tracing::info!(rule = name, "rule removed");
+            self.persist(Changes { forgotten_rules: vec![name.to_string()], ..Changes::default() }).await;
         }
         removed
     }
@@ -345,6 +412,7 @@ impl RuleEngine {
             c.last_round_micros = started.elapsed().as_micros() as u64;
         }
         let mut messages = Vec::new();
+        let mut changes = Changes::default();
         let now = Instant::now();
         for (slot, outcome) in results {
             // Book the result on the version loaded now: a swap during the round
@@ -380,11 +448,14 @@ impl RuleEngine {
                         self.sandbox.limits.max_firing,
                     );
                     messages.extend(applied.messages);
+                    changes.fired.extend(applied.changes.fired);
+                    changes.recovered.extend(applied.changes.recovered);
                     self.count_limits(&slot.ctx.name, &mut stats, trimmed, applied.over_cap, now);
                 }
                 Err(e) => self.failed(&slot.ctx.name, &mut stats, e),
             }
         }
+        self.persist(changes).await;
         messages
     }
 

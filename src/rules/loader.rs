@@ -294,7 +294,7 @@ impl Loader {
         }
         for status in self.engine.status() {
             if !want.contains_key(&status.name) {
-                self.engine.remove(&status.name);
+                self.engine.remove(&status.name).await;
             }
         }
         for name in self.engine.rejected().into_keys() {

@@ -10,6 +10,7 @@ mod binary;
 mod clients;
 mod collect_hosts;
 mod compile;
+mod durable;
 mod failures;
 mod rest;
 mod rules;

@@ -1,0 +1,268 @@
+//! Alert state that survives a restart, a `kill -9` or a power cut: which keys are
+//! firing (with their subject, message and since-time) and a bounded history of
+//! transitions.
+//!
+//! One redb file under `state_dir` (copy-on-write B-trees, crash-safe commits). A
+//! round's transitions are written in one transaction, and only rounds that have any:
+//! an idle gateway writes nothing, a steady one only on changes (flash). The commit
+//! happens before the round's messages are sent, so a transition that went out is
+//! never forgotten. A file that cannot be opened (corrupt, or from an incompatible
+//! version) is renamed aside with one clear log line and monserv starts fresh rather
+//! than crash-looping.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// (rule, key) -> JSON of [`Firing`].
+const ACTIVE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("active");
+/// Sequence number -> JSON of [`Transition`].
+const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+
+/// Transitions kept in the history; older ones are dropped in the same transaction.
+pub const HISTORY_LIMIT: u64 = 10_000;
+
+/// A firing alert as stored and as `GET /api/v1/alerts/active` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Firing {
+    pub rule: String,
+    pub key: String,
+    pub subject: String,
+    pub message: String,
+    /// Seconds since the Unix epoch when it fired.
+    pub since: u64,
+}
+
+/// One alert or recovery, as `GET /api/v1/alerts/history` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub seq: u64,
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+    pub rule: String,
+    pub key: String,
+    /// `alert` or `recovery`.
+    pub alert_type: String,
+    pub subject: String,
+    pub message: String,
+}
+
+/// What one round changed, to be committed together.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub fired: Vec<Firing>,
+    /// (rule, key, subject, message) of alerts that recovered.
+    pub recovered: Vec<(String, String, String, String)>,
+    /// Rules whose whole state goes (unloaded rules).
+    pub forgotten_rules: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.fired.is_empty() && self.recovered.is_empty() && self.forgotten_rules.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("alert store {path}: {reason}")]
+    Io { path: String, reason: String },
+}
+
+pub struct AlertStore {
+    db: Database,
+    path: PathBuf,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl AlertStore {
+    /// Open (or create) the store at `path`. A file that cannot be used is moved to
+    /// `<path>.bad-<unix time>` and a fresh one started. Blocking I/O.
+    pub fn open(path: &Path) -> Result<AlertStore, StoreError> {
+        let err =
+            |e: &dyn std::fmt::Display| StoreError::Io { path: path.display().to_string(), reason: e.to_string() };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+        }
+        let db =
+            match Database::create(path).map_err(|e| e.to_string()).and_then(|db| Self::ensure_tables(&db).map(|_| db))
+            {
+                Ok(db) => db,
+                Err(reason) => {
+                    let aside = path.with_extension(format!("redb.bad-{}", unix_now()));
+                    tracing::error!(path = %path.display(), %reason, aside = %aside.display(),
+                    "alert store unusable; set aside, starting with no active alerts");
+                    std::fs::rename(path, &aside).map_err(|e| err(&e))?;
+                    let db = Database::create(path).map_err(|e| err(&e))?;
+                    Self::ensure_tables(&db).map_err(|e| err(&e))?;
+                    db
+                }
+            };
+        Ok(AlertStore { db, path: path.to_path_buf() })
+    }
+
+    fn ensure_tables(db: &Database) -> Result<(), String> {
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        txn.open_table(ACTIVE).map_err(|e| e.to_string())?;
+        txn.open_table(HISTORY).map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| e.to_string())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io { path: self.path.display().to_string(), reason: e.to_string() }
+    }
+
+    /// Every firing alert. Entries that do not parse are skipped (and logged).
+    pub fn active(&self) -> Result<Vec<Firing>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(ACTIVE).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            match serde_json::from_slice::<Firing>(v.value()) {
+                Ok(f) => out.push(f),
+                Err(e) => {
+                    tracing::warn!(rule = k.value().0, key = k.value().1, error = %e, "unreadable active alert skipped")
+                }
+            }
+        }
+        out.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.key.cmp(&b.key)));
+        Ok(out)
+    }
+
+    /// Transitions with `time >= since`, newest last, at most `limit` (the newest).
+    pub fn history(&self, since: u64, limit: usize) -> Result<Vec<Transition>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(HISTORY).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))?.rev() {
+            let (_, v) = entry.map_err(|e| self.err(e))?;
+            let Ok(t) = serde_json::from_slice::<Transition>(v.value()) else { continue };
+            if t.time < since || out.len() >= limit {
+                break;
+            }
+            out.push(t);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Commit one round's changes in one transaction. Blocking I/O (fsync).
+    pub fn commit(&self, changes: &Changes) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut active = txn.open_table(ACTIVE).map_err(|e| self.err(e))?;
+            let mut history = txn.open_table(HISTORY).map_err(|e| self.err(e))?;
+            let mut seq = history.last().map_err(|e| self.err(e))?.map_or(0, |(k, _)| k.value() + 1);
+            let now = unix_now();
+            let mut record = |rule: &str, key: &str, kind: &str, subject: &str, message: &str| {
+                let t = Transition {
+                    seq,
+                    time: now,
+                    rule: rule.into(),
+                    key: key.into(),
+                    alert_type: kind.into(),
+                    subject: subject.into(),
+                    message: message.into(),
+                };
+                seq += 1;
+                serde_json::to_vec(&t).map(|bytes| (t.seq, bytes))
+            };
+            for f in &changes.fired {
+                let bytes = serde_json::to_vec(f).map_err(|e| self.err(e))?;
+                active.insert((f.rule.as_str(), f.key.as_str()), bytes.as_slice()).map_err(|e| self.err(e))?;
+                let (n, t) = record(&f.rule, &f.key, "alert", &f.subject, &f.message).map_err(|e| self.err(e))?;
+                history.insert(n, t.as_slice()).map_err(|e| self.err(e))?;
+            }
+            for (rule, key, subject, message) in &changes.recovered {
+                active.remove((rule.as_str(), key.as_str())).map_err(|e| self.err(e))?;
+                let (n, t) = record(rule, key, "recovery", subject, message).map_err(|e| self.err(e))?;
+                history.insert(n, t.as_slice()).map_err(|e| self.err(e))?;
+            }
+            for rule in &changes.forgotten_rules {
+                let keys: Vec<String> = active
+                    .range((rule.as_str(), "")..)
+                    .map_err(|e| self.err(e))?
+                    .map_while(|e| e.ok())
+                    .take_while(|(k, _)| k.value().0 == rule)
+                    .map(|(k, _)| k.value().1.to_string())
+                    .collect();
+                for key in keys {
+                    active.remove((rule.as_str(), key.as_str())).map_err(|e| self.err(e))?;
+                }
+            }
+            let excess = history.len().map_err(|e| self.err(e))?.saturating_sub(HISTORY_LIMIT);
+            for _ in 0..excess {
+                history.pop_first().map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firing(rule: &str, key: &str, since: u64) -> Firing {
+        Firing { rule: rule.into(), key: key.into(), subject: format!("[ALERT] {key}"), message: "m".into(), since }
+    }
+
+    #[test]
+    fn state_survives_reopening_and_history_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.redb");
+        let store = AlertStore::open(&path).unwrap();
+        let fired = vec![firing("threshold", "h/mem", 10), firing("threshold", "h/cpu", 11), firing("reboot", "h", 12)];
+        store.commit(&Changes { fired, ..Changes::default() }).unwrap();
+        let recovered = vec![("threshold".into(), "h/cpu".into(), "[RECOVERED] h/cpu".into(), "ok".into())];
+        store.commit(&Changes { recovered, ..Changes::default() }).unwrap();
+        drop(store);
+        let store = AlertStore::open(&path).unwrap();
+        let keys: Vec<(String, String)> = store.active().unwrap().into_iter().map(|f| (f.rule, f.key)).collect();
+        assert_eq!(keys, vec![("threshold".into(), "h/mem".into()), ("reboot".into(), "h".into())]);
+        let h = store.history(0, 100).unwrap();
+        let kinds: Vec<&str> = h.iter().map(|t| t.alert_type.as_str()).collect();
+        assert_eq!(kinds, vec!["alert", "alert", "alert", "recovery"]);
+        assert_eq!(h.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert_eq!(store.history(0, 1).unwrap()[0].seq, 3, "limit keeps the newest");
+        store.commit(&Changes { forgotten_rules: vec!["threshold".into()], ..Changes::default() }).unwrap();
+        assert_eq!(store.active().unwrap().len(), 1);
+        // The history keeps the newest HISTORY_LIMIT transitions.
+        let many: Vec<Firing> = (0..HISTORY_LIMIT + 5).map(|i| firing("r", &format!("k{i}"), i)).collect();
+        store.commit(&Changes { fired: many, ..Changes::default() }).unwrap();
+        let h = store.history(0, usize::MAX).unwrap();
+        assert_eq!(h.len() as u64, HISTORY_LIMIT);
+        assert_eq!(h.last().unwrap().key, format!("k{}", HISTORY_LIMIT + 4));
+    }
+
+    #[test]
+    fn a_corrupt_file_is_set_aside_not_a_crash_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.redb");
+        std::fs::write(&path, b"not a database, a half-written sector".repeat(200)).unwrap();
+        let store = AlertStore::open(&path).unwrap();
+        assert!(store.active().unwrap().is_empty());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("alerts.redb.bad-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "the bad file is kept for inspection");
+        store.commit(&Changes { fired: vec![firing("r", "k", 1)], ..Changes::default() }).unwrap();
+        drop(store);
+        assert_eq!(AlertStore::open(&path).unwrap().active().unwrap().len(), 1);
+    }
+}
