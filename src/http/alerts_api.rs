@@ -44,3 +44,60 @@ pub async fn history(query: Option<&str>, state: &AppState) -> Response<Body> {
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
+
+/// `POST /api/test-alert` with the Go MonServ's body `{alert_type, subject, message}`:
+/// sends that alert to every `/ws` client, to check the path to dashboards. Unlike the
+/// Go version it needs the token (and a configured one: 403 without). Not recorded as
+/// an active alert: no rule fired it.
+pub async fn test_alert(req: hyper::Request<hyper::body::Incoming>, state: &AppState) -> Response<Body> {
+    use http_body_util::{BodyExt, Limited};
+    if state.auth_token.is_none() {
+        return json_error(StatusCode::FORBIDDEN, "test alerts need auth_token in the configuration");
+    }
+    let Ok(body) = Limited::new(req.into_body(), 16 << 10).collect().await.map(|b| b.to_bytes()) else {
+        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "the body is limited to 16384 bytes");
+    };
+    #[derive(serde::Deserialize)]
+    struct TestAlert {
+        #[serde(default)]
+        alert_type: Option<String>,
+        subject: String,
+        #[serde(default)]
+        message: String,
+    }
+    let t: TestAlert = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            return json_error(StatusCode::BAD_REQUEST, &format!("expected {{alert_type, subject, message}}: {e}"))
+        }
+    };
+    let kind = match t.alert_type.as_deref().unwrap_or("alert") {
+        "alert" => crate::model::AlertKind::Alert,
+        "recovery" => crate::model::AlertKind::Recovery,
+        other => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("alert_type {other:?}: expected \"alert\" or \"recovery\""),
+            )
+        }
+    };
+    if t.subject.trim().is_empty() {
+        return json_error(StatusCode::BAD_REQUEST, "subject must not be empty");
+    }
+    // The same limits and escaping as a rule's output.
+    let limits = crate::config::RuleLimits::default();
+    let event = crate::rules::sandbox::wit::Event {
+        kind: crate::rules::sandbox::wit::EventKind::Alert,
+        key: "test-alert".into(),
+        subject: t.subject,
+        message: t.message,
+    };
+    let (mut events, _) = crate::rules::output::sanitize(vec![event], &Default::default(), &limits);
+    let Some(e) = events.pop() else {
+        return json_error(StatusCode::BAD_REQUEST, "subject must not be empty");
+    };
+    let clients = state.hub.client_count();
+    state.hub.publish_alert(&crate::model::AlertMessage::new(kind, e.subject, e.message));
+    tracing::info!(clients, "test alert sent");
+    json(StatusCode::OK, serde_json::json!({ "success": true, "data": { "ws_clients": clients } }).to_string())
+}

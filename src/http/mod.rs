@@ -107,6 +107,9 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
         (&Method::GET, "/api/v1/servers") => api::servers(&state),
         (&Method::GET, "/api/v1/alerts/active") => alerts_api::active(&state),
         (&Method::GET, "/api/v1/alerts/history") => alerts_api::history(req.uri().query(), &state).await,
+        (&Method::POST, "/api/test-alert") if !authorized(&req, &state) => unauthorized(),
+        (&Method::POST, "/api/test-alert") => alerts_api::test_alert(req, &state).await,
+        (_, "/api/test-alert") => method_not_allowed("POST"),
         (_, p) if p == "/api/v1/rules" || p.starts_with("/api/v1/rules/") => {
             if !authorized(&req, &state) {
                 unauthorized()

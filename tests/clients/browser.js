@@ -1,7 +1,9 @@
 // Drives Debian's Chromium headless through playwright-core.
 //   node browser.js seed URL_OF_PAGE N    -> the seed's HTML page: wait for N server cards
 //   node browser.js builtin URL_OF_PAGE N -> monserv's own page at /
-// Prints one JSON line when the cards are there, then one when an alert shows up.
+//   node browser.js active URL_OF_PAGE N  -> monserv's own page: N active alerts listed
+// Prints one JSON line when the cards are there, then one when an alert shows up
+// (`active`: one line with the active alerts' subjects).
 const { chromium } = require("playwright-core");
 
 const [mode, url, count] = process.argv.slice(2);
@@ -18,6 +20,13 @@ const expected = Number(count);
     const page = await browser.newPage();
     page.on("pageerror", (e) => errors.push(String(e)));
     await page.goto(url);
+    if (mode === "active") {
+      const sel = "#active .firing strong";
+      await page.waitForFunction(([sel, n]) => document.querySelectorAll(sel).length === n, [sel, expected], { timeout: 20000 });
+      const subjects = await page.$$eval(sel, (els) => els.map((e) => e.textContent));
+      console.log(JSON.stringify({ event: "active", subjects, errors }));
+      return;
+    }
     const cardSel = mode === "seed" ? "#metrics .server h3" : "#hosts .host h2";
     const alertSel = "#alerts strong";
     await page.waitForFunction(([sel, n]) => document.querySelectorAll(sel).length === n, [cardSel, expected], { timeout: 20000 });

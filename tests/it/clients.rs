@@ -182,3 +182,32 @@ async fn builtin_page_in_chromium() {
     drop(b);
     assert!(d.shutdown().await);
 }
+
+/// An alert that fired before the page was opened is listed as active on load (the
+/// page reads `GET /api/v1/alerts/active`, with the token from its URL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_page_lists_alerts_that_fired_before_it_opened() {
+    let d = TestDaemon::start(
+        &["local".into()],
+        "poll_interval_seconds = 0.3\nauth_token = \"page-token-1\"\n[thresholds]\nmemory_percent = 0.5\ndisk_percent = 100\ncpu_percent = 100\nproc_ram_percent = 100",
+    )
+    .await;
+    let auth = [("Authorization", "Bearer page-token-1")];
+    let start = std::time::Instant::now();
+    while !support::http_get(d.addr, "/api/v1/alerts/active", &auth).await.1.contains("memory high") {
+        assert!(start.elapsed() < Duration::from_secs(20), "the alert never fired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut b = Lines::spawn(
+        Command::new("node")
+            .arg(clients_dir().join("browser.js"))
+            .args(["active", &d.http_url("/?token=page-token-1"), "1"])
+            .env("NODE_PATH", clients_dir().join("node_modules")),
+    );
+    let v: Value = serde_json::from_str(&b.wait_for(Duration::from_secs(30), |l| l.contains("\"active\""))).unwrap();
+    let host = support::machine_hostname();
+    assert_eq!(v["subjects"], serde_json::json!([format!("[ALERT] {host} memory high")]), "{v}");
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    drop(b);
+    assert!(d.shutdown().await);
+}

@@ -81,3 +81,44 @@ async fn token_guards_ws_and_api() {
     assert_eq!(support::http_get(d.addr, "/api/v1/health", &[]).await.0, 200, "health stays open for probes");
     assert!(d.shutdown().await);
 }
+
+/// The Go MonServ's `POST /api/test-alert`: the alert reaches `/ws` clients as sent
+/// (escaped like a rule's); here it needs the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_alert_reaches_ws_clients_with_the_token() {
+    let d =
+        TestDaemon::start(&["local".into()], "poll_interval_seconds = 0.5\nauth_token = \"test-alert-token\"").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?token=test-alert-token", d.ws_url())).await.unwrap();
+    let auth = [("Authorization", "Bearer test-alert-token")];
+    let body = br#"{"alert_type":"recovery","subject":"[RECOVERED] test \u001b[2J","message":"all good"}"#;
+    assert_eq!(support::http_send(d.addr, "POST", "/api/test-alert", &[], body).await.0, 401);
+    let (status, answer) = support::http_send(d.addr, "POST", "/api/test-alert", &auth, body).await;
+    assert_eq!(status, 200, "{answer}");
+    let alert = loop {
+        let m = support::next_json(&mut ws, Duration::from_secs(10)).await;
+        if m["type"] == "alert" {
+            break m;
+        }
+    };
+    assert_eq!(
+        alert,
+        serde_json::json!({"type": "alert", "alert_type": "recovery", "subject": "[RECOVERED] test \\u{1b}[2J", "message": "all good"})
+    );
+    for (bad, why) in [
+        (&b"{nope"[..], "expected {alert_type, subject, message}"),
+        (br#"{"alert_type":"page","subject":"s"}"#, "alert_type \"page\""),
+        (br#"{"subject":"  "}"#, "subject must not be empty"),
+    ] {
+        let (status, answer) = support::http_send(d.addr, "POST", "/api/test-alert", &auth, bad).await;
+        assert_eq!(status, 400, "{answer}");
+        let error = serde_json::from_str::<Value>(&answer).unwrap()["error"].as_str().unwrap().to_string();
+        assert!(error.contains(why), "{error}");
+    }
+    assert_eq!(support::http_get(d.addr, "/api/test-alert", &auth).await.0, 405);
+    assert!(d.shutdown().await);
+    // Without a configured token, nobody may send test alerts.
+    let d = TestDaemon::start(&["local".into()], "poll_interval_seconds = 0.5").await;
+    let (status, answer) = support::http_send(d.addr, "POST", "/api/test-alert", &[], br#"{"subject":"s"}"#).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(d.shutdown().await);
+}
