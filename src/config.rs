@@ -5,6 +5,7 @@
 //! [`EXIT_CONFIG`] so systemd's `RestartPreventExitStatus=` stops a restart loop.
 //! With nothing configured, monserv watches the machine it runs on.
 
+mod notify;
 mod print;
 mod rules;
 mod target;
@@ -15,6 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use notify::NotifyFile;
+pub use notify::{HttpUrl, NotifyConfig, WebhookSink};
 use rules::RulesFile;
 pub use rules::{CompileIn, RuleLimits, RulesConfig};
 pub use target::{mask_url, parse_target, SshAuth, SshTarget, Target, TargetError, TargetKind};
@@ -134,6 +137,7 @@ struct FileConfig {
     thresholds: Option<Thresholds>,
     websocket: Option<WsTimings>,
     rules: Option<RulesFile>,
+    notify: Option<NotifyFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +174,7 @@ pub struct Config {
     pub thresholds: Thresholds,
     pub websocket: WsTimings,
     pub rules: RulesConfig,
+    pub notify: NotifyConfig,
 }
 
 /// Where environment variables come from (the process, or a test's map).
@@ -364,11 +369,13 @@ impl Config {
             return Err(invalid("websocket.read_timeout_seconds must be longer than ping_interval_seconds"));
         }
 
+        let notify = NotifyConfig::from_file(f.notify.unwrap_or_default()).map_err(invalid)?;
         let rules = RulesConfig::from_file(f.rules.unwrap_or_default(), state_dir.join("rules"), poll_interval)
             .map_err(invalid)?;
 
         Ok(Config {
             rules,
+            notify,
             websocket,
             listen: SocketAddr::new(ip, port),
             poll_interval,

@@ -25,6 +25,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod model;
+pub mod notify;
 pub mod poll;
 pub mod rules;
 pub mod store;
@@ -112,12 +113,27 @@ impl Daemon {
         // Alert state survives restarts; without a usable state directory monserv
         // still monitors and alerts, it only forgets on restart (and says so).
         let store_path = config.state_dir.join("alerts.redb");
-        let store = tokio::task::spawn_blocking(move || store::alerts::AlertStore::open(&store_path))
+        let sinks = notify::sinks(&config.notify);
+        let names = config.notify.sink_names();
+        let store = tokio::task::spawn_blocking(move || store::alerts::AlertStore::open_with_sinks(&store_path, names))
             .await
             .map_err(|e| StartError::Internal(e.to_string()))?
-            .inspect_err(|e| tracing::error!(error = %e, "alert state will not survive a restart"))
-            .ok();
-        let engine = Arc::new(rules::RuleEngine::with_store(sandbox, store));
+            .inspect_err(
+                |e| tracing::error!(error = %e, "alert state will not survive a restart, nor queued notifications"),
+            )
+            .ok()
+            .map(Arc::new);
+        let engine = Arc::new(rules::RuleEngine::with_store(sandbox, store.clone()));
+        let notifier = match (&store, sinks.is_empty()) {
+            (Some(store), false) => {
+                Some(notify::Notifier::start(sinks, store.clone(), engine.commits(), &tracker, shutdown.clone()))
+            }
+            (None, false) => {
+                tracing::error!("notifiers are configured but the alert store is unusable: nothing will be delivered");
+                None
+            }
+            _ => None,
+        };
         let t = &config.thresholds;
         let threshold_base = [
             ("memory_percent", t.memory_percent),
@@ -164,6 +180,7 @@ impl Daemon {
             poll_interval: config.poll_interval,
             ws: config.websocket,
             rules: http::rules_api::RulesApi { engine: engine.clone(), dir: rules_dir },
+            notifier,
         });
         tracker.spawn(http::serve(listener, state, config.max_clients));
         let notifier = systemd::Notifier::from_env().map(Arc::new);

@@ -29,9 +29,11 @@ impl Config {
             thresholds: Thresholds,
             websocket: WsTimings,
             rules: super::rules::PrintRules,
+            notify: super::notify::PrintNotify,
         }
         let p = Printable {
             rules: self.rules.printable(),
+            notify: self.notify.printable(),
             websocket: self.websocket,
             listen: self.listen.ip().to_string(),
             port: self.listen.port(),

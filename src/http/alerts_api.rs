@@ -45,6 +45,16 @@ pub async fn history(query: Option<&str>, state: &AppState) -> Response<Body> {
     }
 }
 
+/// `GET /api/v1/notify`: `{success, data:{sinks:[{name, queued, delivered, failed,
+/// last_success, last_error, retrying}]}}` (no sinks: an empty list).
+pub async fn notify(state: &AppState) -> Response<Body> {
+    let sinks = match &state.notifier {
+        Some(n) => n.status().await,
+        None => Vec::new(),
+    };
+    json(StatusCode::OK, serde_json::json!({ "success": true, "data": { "sinks": sinks } }).to_string())
+}
+
 /// `POST /api/test-alert` with the Go MonServ's body `{alert_type, subject, message}`:
 /// sends that alert to every `/ws` client, to check the path to dashboards. Unlike the
 /// Go version it needs the token (and a configured one: 403 without). Not recorded as

@@ -43,6 +43,8 @@ pub struct AppState {
     pub poll_interval: Duration,
     pub ws: WsTimings,
     pub rules: rules_api::RulesApi,
+    /// Delivery to sinks besides `/ws`, when any is configured.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// Accept connections until `shutdown` is cancelled.
@@ -98,15 +100,15 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
         (&Method::GET, "/ws") => ws::handle_upgrade(req, &state),
         (&Method::GET, "/" | "/index.html") => page::index(),
         (&Method::GET, "/api/v1/health") => api::health(&state),
-        (&Method::GET, "/api/state" | "/api/v1/servers" | "/api/v1/alerts/active" | "/api/v1/alerts/history")
-            if !authorized(&req, &state) =>
-        {
-            unauthorized()
-        }
+        (
+            &Method::GET,
+            "/api/state" | "/api/v1/servers" | "/api/v1/alerts/active" | "/api/v1/alerts/history" | "/api/v1/notify",
+        ) if !authorized(&req, &state) => unauthorized(),
         (&Method::GET, "/api/state") => api::state(&state),
         (&Method::GET, "/api/v1/servers") => api::servers(&state),
         (&Method::GET, "/api/v1/alerts/active") => alerts_api::active(&state),
         (&Method::GET, "/api/v1/alerts/history") => alerts_api::history(req.uri().query(), &state).await,
+        (&Method::GET, "/api/v1/notify") => alerts_api::notify(&state).await,
         (&Method::POST, "/api/test-alert") if !authorized(&req, &state) => unauthorized(),
         (&Method::POST, "/api/test-alert") => alerts_api::test_alert(req, &state).await,
         (_, "/api/test-alert") => method_not_allowed("POST"),
@@ -126,7 +128,8 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
             | "/api/state"
             | "/api/v1/servers"
             | "/api/v1/alerts/active"
-            | "/api/v1/alerts/history",
+            | "/api/v1/alerts/history"
+            | "/api/v1/notify",
         ) => method_not_allowed("GET"),
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     };

@@ -143,6 +143,8 @@ pub struct RuleEngine {
     counters: Mutex<EngineStatus>,
     /// Where firing state survives restarts (none in the CLI and some tests).
     store: Option<Arc<AlertStore>>,
+    /// Bumped after each commit that queued deliveries (wakes the notifier).
+    committed: tokio::sync::watch::Sender<u64>,
 }
 
 /// A rule's settings: its config values and the host-side `for` duration.
@@ -181,7 +183,7 @@ impl RuleEngine {
 
     /// An engine whose firing state is kept in (and restored from) `store`: alerts
     /// active when monserv stopped are active again, so none is re-fired.
-    pub fn with_store(sandbox: Sandbox, store: Option<AlertStore>) -> Self {
+    pub fn with_store(sandbox: Sandbox, store: Option<Arc<AlertStore>>) -> Self {
         let mut alerts = AlertState::default();
         if let Some(store) = &store {
             match store.active() {
@@ -207,8 +209,14 @@ impl RuleEngine {
                 max_events_per_target: l.max_events_per_target,
                 ..EngineStatus::default()
             }),
-            store: store.map(Arc::new),
+            store,
+            committed: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes after every commit of transitions (and so of queued deliveries).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.subscribe()
     }
 
     /// Write one round's transitions before anything is sent. A failed write is
@@ -218,9 +226,14 @@ impl RuleEngine {
         if changes.is_empty() {
             return;
         }
+        let queued = !changes.fired.is_empty() || !changes.recovered.is_empty();
         let written = tokio::task::spawn_blocking(move || store.commit(&changes)).await;
         match written {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                if queued {
+                    self.committed.send_modify(|n| *n += 1);
+                }
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "alert state not saved"),
             Err(e) => tracing::error!(error = %e, "alert state writer failed"),
         }

@@ -20,6 +20,12 @@ use serde::{Deserialize, Serialize};
 const ACTIVE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("active");
 /// Sequence number -> JSON of [`Transition`].
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+/// (sink, sequence number) -> JSON of [`Transition`]: deliveries not yet accepted.
+const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+
+/// Deliveries kept per sink while it is unreachable; past it the oldest are dropped
+/// (counted and logged by the notifier).
+pub const OUTBOX_LIMIT: u64 = 10_000;
 
 /// Transitions kept in the history; older ones are dropped in the same transaction.
 pub const HISTORY_LIMIT: u64 = 10_000;
@@ -74,6 +80,8 @@ pub enum StoreError {
 pub struct AlertStore {
     db: Database,
     path: PathBuf,
+    /// Sinks every transition is queued for, in the same transaction.
+    sinks: Vec<String>,
 }
 
 pub fn unix_now() -> u64 {
@@ -84,6 +92,11 @@ impl AlertStore {
     /// Open (or create) the store at `path`. A file that cannot be used is moved to
     /// `<path>.bad-<unix time>` and a fresh one started. Blocking I/O.
     pub fn open(path: &Path) -> Result<AlertStore, StoreError> {
+        Self::open_with_sinks(path, Vec::new())
+    }
+
+    /// As [`AlertStore::open`], queueing every transition for `sinks`.
+    pub fn open_with_sinks(path: &Path, sinks: Vec<String>) -> Result<AlertStore, StoreError> {
         let err =
             |e: &dyn std::fmt::Display| StoreError::Io { path: path.display().to_string(), reason: e.to_string() };
         if let Some(dir) = path.parent() {
@@ -103,13 +116,14 @@ impl AlertStore {
                     db
                 }
             };
-        Ok(AlertStore { db, path: path.to_path_buf() })
+        Ok(AlertStore { db, path: path.to_path_buf(), sinks })
     }
 
     fn ensure_tables(db: &Database) -> Result<(), String> {
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         txn.open_table(ACTIVE).map_err(|e| e.to_string())?;
         txn.open_table(HISTORY).map_err(|e| e.to_string())?;
+        txn.open_table(OUTBOX).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())
     }
 
@@ -165,6 +179,7 @@ impl AlertStore {
         {
             let mut active = txn.open_table(ACTIVE).map_err(|e| self.err(e))?;
             let mut history = txn.open_table(HISTORY).map_err(|e| self.err(e))?;
+            let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
             let mut seq = history.last().map_err(|e| self.err(e))?.map_or(0, |(k, _)| k.value() + 1);
             let now = unix_now();
             let mut record = |rule: &str, key: &str, kind: &str, subject: &str, message: &str| {
@@ -185,11 +200,17 @@ impl AlertStore {
                 active.insert((f.rule.as_str(), f.key.as_str()), bytes.as_slice()).map_err(|e| self.err(e))?;
                 let (n, t) = record(&f.rule, &f.key, "alert", &f.subject, &f.message).map_err(|e| self.err(e))?;
                 history.insert(n, t.as_slice()).map_err(|e| self.err(e))?;
+                for sink in &self.sinks {
+                    outbox.insert((sink.as_str(), n), t.as_slice()).map_err(|e| self.err(e))?;
+                }
             }
             for (rule, key, subject, message) in &changes.recovered {
                 active.remove((rule.as_str(), key.as_str())).map_err(|e| self.err(e))?;
                 let (n, t) = record(rule, key, "recovery", subject, message).map_err(|e| self.err(e))?;
                 history.insert(n, t.as_slice()).map_err(|e| self.err(e))?;
+                for sink in &self.sinks {
+                    outbox.insert((sink.as_str(), n), t.as_slice()).map_err(|e| self.err(e))?;
+                }
             }
             for rule in &changes.forgotten_rules {
                 let keys: Vec<String> = active
@@ -203,9 +224,67 @@ impl AlertStore {
                     active.remove((rule.as_str(), key.as_str())).map_err(|e| self.err(e))?;
                 }
             }
+            // A sink that is down for long keeps the newest OUTBOX_LIMIT deliveries.
+            for sink in &self.sinks {
+                let len =
+                    outbox.range((sink.as_str(), 0)..=(sink.as_str(), u64::MAX)).map_err(|e| self.err(e))?.count();
+                let excess = (len as u64).saturating_sub(OUTBOX_LIMIT);
+                if excess > 0 {
+                    let oldest: Vec<u64> = outbox
+                        .range((sink.as_str(), 0)..=(sink.as_str(), u64::MAX))
+                        .map_err(|e| self.err(e))?
+                        .take(excess as usize)
+                        .map_while(|e| e.ok().map(|(k, _)| k.value().1))
+                        .collect();
+                    for seq in &oldest {
+                        outbox.remove((sink.as_str(), *seq)).map_err(|e| self.err(e))?;
+                    }
+                    tracing::warn!(
+                        sink,
+                        dropped = oldest.len(),
+                        limit = OUTBOX_LIMIT,
+                        "sink queue full while the sink is unreachable; oldest deliveries dropped"
+                    );
+                }
+            }
             let excess = history.len().map_err(|e| self.err(e))?.saturating_sub(HISTORY_LIMIT);
             for _ in 0..excess {
                 history.pop_first().map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The oldest `limit` deliveries queued for `sink`, in order.
+    pub fn queued(&self, sink: &str, limit: usize) -> Result<Vec<Transition>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.range((sink, 0)..=(sink, u64::MAX)).map_err(|e| self.err(e))?.take(limit) {
+            let (_, v) = entry.map_err(|e| self.err(e))?;
+            match serde_json::from_slice::<Transition>(v.value()) {
+                Ok(t) => out.push(t),
+                Err(e) => tracing::warn!(sink, error = %e, "unreadable queued delivery skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many deliveries wait for `sink`.
+    pub fn queue_len(&self, sink: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
+        let n = table.range((sink, 0)..=(sink, u64::MAX)).map_err(|e| self.err(e))?.count();
+        Ok(n as u64)
+    }
+
+    /// Remove deliveries the sink accepted (or refused for good). Blocking I/O.
+    pub fn delivered(&self, sink: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
+            for seq in seqs {
+                outbox.remove((sink, *seq)).map_err(|e| self.err(e))?;
             }
         }
         txn.commit().map_err(|e| self.err(e))
@@ -246,6 +325,29 @@ mod tests {
         let h = store.history(0, usize::MAX).unwrap();
         assert_eq!(h.len() as u64, HISTORY_LIMIT);
         assert_eq!(h.last().unwrap().key, format!("k{}", HISTORY_LIMIT + 4));
+    }
+
+    #[test]
+    fn transitions_are_queued_per_sink_in_the_same_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.redb");
+        let store = AlertStore::open_with_sinks(&path, vec!["webhook".into(), "slack".into()]).unwrap();
+        store.commit(&Changes { fired: vec![firing("r", "a", 1), firing("r", "b", 2)], ..Changes::default() }).unwrap();
+        let recovered = vec![("r".into(), "a".into(), "[RECOVERED] a".into(), "ok".into())];
+        store.commit(&Changes { recovered, ..Changes::default() }).unwrap();
+        let queued = |s: &AlertStore, sink: &str| {
+            s.queued(sink, 100).unwrap().into_iter().map(|t| (t.key, t.alert_type)).collect::<Vec<_>>()
+        };
+        let all =
+            vec![("a".to_string(), "alert".to_string()), ("b".into(), "alert".into()), ("a".into(), "recovery".into())];
+        assert_eq!(queued(&store, "webhook"), all);
+        // One sink's progress is its own.
+        store.delivered("webhook", &[0, 1]).unwrap();
+        assert_eq!(queued(&store, "webhook"), vec![("a".to_string(), "recovery".to_string())]);
+        drop(store);
+        let store = AlertStore::open_with_sinks(&path, vec!["webhook".into(), "slack".into()]).unwrap();
+        assert_eq!(queued(&store, "slack"), all, "the queue survives a restart");
+        assert_eq!(store.queue_len("webhook").unwrap(), 1);
     }
 
     #[test]

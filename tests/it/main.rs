@@ -12,6 +12,7 @@ mod collect_hosts;
 mod compile;
 mod durable;
 mod failures;
+mod notify;
 mod rest;
 mod rules;
 mod silence;
