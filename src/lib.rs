@@ -96,6 +96,10 @@ impl Daemon {
                         .map_err(|e| StartError::Target(format!("target {:?}: {e}", t.key)))?;
                     (Collector::Ssh(Box::new(c)), ssh.host.clone())
                 }
+                TargetKind::Agent(url) => {
+                    let backoff = Backoff::new(Duration::from_secs(1), config.reconnect_max);
+                    (Collector::Agent(collect::agent::AgentCollector::new(url.clone(), backoff)), url.host.clone())
+                }
             };
             targets.push(poll::PolledTarget::new(t.key.clone(), fallback, collector));
         }

@@ -5,6 +5,8 @@
 //! alone know the formats. A collector is owned by the poll loop and driven once per
 //! round; it never spawns work of its own besides the SSH session's I/O task.
 
+pub mod agent;
+pub mod agent_json;
 pub mod backoff;
 pub mod known_hosts;
 pub mod local;
@@ -51,6 +53,8 @@ pub enum CollectError {
     Parse(#[from] parse::ParseError),
     #[error("remote script exited with status {0}")]
     Remote(u32),
+    #[error("agent answered HTTP {0}")]
+    Http(u16),
     #[error("reading local /proc: {0}")]
     Local(String),
     #[error("next reconnect in {retry_in_ms} ms (last error: {last})")]
@@ -71,6 +75,7 @@ impl CollectError {
             CollectError::OutputTooLarge { .. } => "output_too_large",
             CollectError::Parse(_) => "parse",
             CollectError::Remote(_) => "remote",
+            CollectError::Http(_) => "http",
             CollectError::Local(_) => "local",
             CollectError::Backoff { .. } => "backoff",
         }
@@ -87,6 +92,8 @@ pub trait Collect: Send {
 pub enum Collector {
     Local(local::LocalCollector),
     Ssh(Box<ssh::SshCollector>),
+    /// A Go MonServ agent over HTTP.
+    Agent(agent::AgentCollector),
     Other(Box<dyn Collect>),
 }
 
@@ -95,14 +102,17 @@ impl Collector {
         match self {
             Collector::Local(c) => c.sample(spec).await,
             Collector::Ssh(c) => c.sample(spec).await,
+            Collector::Agent(c) => c.sample(spec).await,
             Collector::Other(c) => c.sample(spec).await,
         }
     }
 
     /// Tell the collector its last sample was abandoned at the deadline.
     pub fn timed_out(&mut self) {
-        if let Collector::Ssh(c) = self {
-            c.timed_out();
+        match self {
+            Collector::Ssh(c) => c.timed_out(),
+            Collector::Agent(c) => c.timed_out(),
+            _ => {}
         }
     }
 

@@ -94,6 +94,8 @@ impl FsFilter {
 /// What one poll read from a target, before interpretation.
 #[derive(Debug, Default, Clone)]
 pub struct RawSample {
+    /// A Go MonServ agent's JSON answer; when set, the other fields are unused.
+    pub agent_json: Option<Vec<u8>>,
     pub hostname: Vec<u8>,
     pub uptime: Vec<u8>,
     pub meminfo: Vec<u8>,
@@ -197,6 +199,12 @@ pub fn build_metrics(
     filter: &FsFilter,
     now: SystemTime,
 ) -> Result<(ServerMetrics, CpuTimes), ParseError> {
+    if let Some(json) = &raw.agent_json {
+        let mut metrics = super::agent_json::agent_metrics(json, top_n)?;
+        metrics.generated_at_utc = model::rfc3339_utc(now);
+        clean_metrics(&mut metrics);
+        return Ok((metrics, CpuTimes::default()));
+    }
     let hostname = parse::hostname(&raw.hostname)?;
     let uptime_seconds = parse::uptime_seconds(&raw.uptime)?;
     let mem = parse::meminfo(&raw.meminfo)?;

@@ -53,6 +53,11 @@ impl std::fmt::Display for HttpUrl {
 /// Parse a sink URL. Credentials in the URL are refused (use `headers`), so a URL
 /// can be shown in logs and the API as it is.
 pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
+    parse_http_url_with(url, 80, "/")
+}
+
+/// As [`parse_http_url`], with the port and path to use when the URL has none.
+pub fn parse_http_url_with(url: &str, default_port: u16, default_path: &str) -> Result<HttpUrl, String> {
     let rest = match url.split_once("://") {
         Some(("http", rest)) => rest,
         Some(("https", _)) => {
@@ -63,8 +68,9 @@ pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
         _ => return Err("expected http://host[:port][/path]".into()),
     };
     let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+        Some(i) if rest.len() > i + 1 => (&rest[..i], &rest[i..]),
+        Some(i) => (&rest[..i], default_path),
+        None => (rest, default_path),
     };
     if authority.contains('@') {
         return Err("credentials in the URL are not allowed; put them in headers".into());
@@ -73,7 +79,7 @@ pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
         Some((h, p)) if !h.contains(']') || h.ends_with(']') => {
             (h, p.parse::<u16>().map_err(|_| format!("port {p:?} is not a number from 1 to 65535"))?)
         }
-        _ => (authority, 80),
+        _ => (authority, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':')) {
@@ -143,6 +149,14 @@ mod tests {
             HttpUrl { host: "127.0.0.1".into(), port: 9099, path: "/hook?x=1".into() }
         );
         assert_eq!(parse_http_url("http://relay").unwrap().to_string(), "http://relay:80/");
+        assert_eq!(
+            parse_http_url_with("http://plc-7", 9123, "/metrics").unwrap().to_string(),
+            "http://plc-7:9123/metrics"
+        );
+        assert_eq!(
+            parse_http_url_with("http://plc-7:80/", 9123, "/metrics").unwrap().to_string(),
+            "http://plc-7:80/metrics"
+        );
         assert_eq!(parse_http_url("http://[::1]:8080").unwrap().host, "::1");
         assert!(parse_http_url("https://hooks.slack.com/x").unwrap_err().contains("not supported by notifiers yet"));
         assert!(parse_http_url("http://u:secret@h/").unwrap_err().contains("credentials"));

@@ -25,6 +25,8 @@ pub enum TargetKind {
     /// The machine monserv runs on, read from /proc directly.
     Local,
     Ssh(SshTarget),
+    /// A Go MonServ agent: `http://host[:port][/path]` (9123, `/metrics` by default).
+    Agent(super::HttpUrl),
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +88,7 @@ pub enum TargetError {
          expected \"ssh://user[:password]@host[:port]\" or \"local\"; percent-encode ',' as %2C in passwords)"
     )]
     NoScheme { chars: usize },
-    #[error("target {masked:?}: unsupported scheme (expected \"ssh://user[:password]@host[:port]\" or \"local\")")]
+    #[error("target {masked:?}: unsupported scheme (expected \"ssh://user[:password]@host[:port]\", \"http://agent[:port]\" or \"local\")")]
     UnsupportedScheme { masked: String },
     #[error("target {masked:?}: {why}")]
     Invalid { masked: String, why: String },
@@ -102,6 +104,10 @@ pub fn parse_target(url: &str, identity: Option<PathBuf>) -> Result<Target, Targ
     let bad = |why: &str| TargetError::Invalid { masked: masked.clone(), why: why.to_string() };
     if !url.contains("://") {
         return Err(TargetError::NoScheme { chars: url.chars().count() });
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        let agent = super::notify::parse_http_url_with(url, 9123, "/metrics").map_err(|why| bad(&why))?;
+        return Ok(Target { key: url.to_string(), kind: TargetKind::Agent(agent) });
     }
     let Some(rest) = url.strip_prefix("ssh://") else {
         return Err(TargetError::UnsupportedScheme { masked });
@@ -180,7 +186,7 @@ mod tests {
     fn ssh(t: &Target) -> &SshTarget {
         match &t.kind {
             TargetKind::Ssh(s) => s,
-            TargetKind::Local => panic!("expected ssh"),
+            TargetKind::Local | TargetKind::Agent(_) => panic!("expected ssh"),
         }
     }
 
@@ -229,6 +235,16 @@ mod tests {
         }
         assert!(matches!(parse_target("ftp://h", None), Err(TargetError::UnsupportedScheme { .. })));
         assert_eq!(parse_target("LOCAL", None).unwrap().key, "local");
+    }
+
+    #[test]
+    fn agent_targets() {
+        let t = parse_target("http://10.1.2.3", None).unwrap();
+        assert_eq!(t.key, "http://10.1.2.3");
+        let TargetKind::Agent(url) = t.kind else { panic!("expected an agent") };
+        assert_eq!(url.to_string(), "http://10.1.2.3:9123/metrics");
+        let e = parse_target("http://u:pw@10.1.2.3", None).unwrap_err().to_string();
+        assert!(e.contains("credentials") && !e.contains("pw@"), "{e}");
     }
 
     #[test]

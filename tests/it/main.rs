@@ -5,6 +5,7 @@
 
 mod support;
 
+mod agents;
 mod appliance;
 mod binary;
 mod clients;
