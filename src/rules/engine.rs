@@ -252,10 +252,12 @@ impl RuleEngine {
             .unwrap_or_else(|e| Err(StoreError::Io { path: String::new(), reason: e.to_string() }))
     }
 
-    /// Forget the state of rules that are not loaded (deleted while monserv was
-    /// down). Called once the rules directory has been read.
+    /// Forget the state of rules that are gone (deleted while monserv was down).
+    /// A rule that is present but was rejected (a settings typo, say) keeps its state,
+    /// so fixing it does not re-fire its alerts. Called once the directory was read.
     pub async fn forget_unloaded(&self) {
-        let loaded: Vec<String> = self.rules.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let mut loaded: Vec<String> = self.rules.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        loaded.extend(lock(&self.rejected).keys().cloned());
         let gone: Vec<String> = {
             let mut alerts = lock(&self.alerts);
             let gone: Vec<String> = alerts.rule_names().into_iter().filter(|r| !loaded.contains(r)).collect();

@@ -105,3 +105,30 @@ async fn a_swapped_rule_keeps_its_log_budget_and_counters() {
     let s = &engine.status()[0];
     assert_eq!((s.evaluations, s.swaps), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_the_state_of_loaded_and_rejected_rules_only() {
+    use crate::store::alerts::{AlertStore, Changes, Firing};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(AlertStore::open(&dir.path().join("alerts.redb")).unwrap());
+    let firing = |rule: &str| Firing {
+        rule: rule.into(),
+        key: "local/mem".into(),
+        subject: "s".into(),
+        message: "m".into(),
+        since: 1,
+    };
+    let fired = vec![firing("threshold"), firing("typo"), firing("deleted")];
+    store.commit(&Changes { fired, ..Changes::default() }).unwrap();
+    let engine = RuleEngine::with_store(Sandbox::new(RuleLimits::default()).unwrap(), Some(store.clone()));
+    let settings =
+        RuleSettings { values: [("memory_percent".to_string(), "10".to_string())].into(), hold_for: Duration::ZERO };
+    engine.install("threshold", dist("threshold.wasm"), settings, Source::File).await.unwrap();
+    engine.set_rejected("typo", Some("typo.toml: expected a value".into()));
+    engine.forget_unloaded().await;
+    let rules: Vec<String> = store.active().unwrap().into_iter().map(|f| f.rule).collect();
+    assert_eq!(rules, vec!["threshold".to_string(), "typo".to_string()]);
+    // The restored alert is not sent again while its condition holds.
+    assert!(engine.evaluate_round(&snapshot(1)).await.is_empty());
+    assert_eq!(engine.active_alerts().len(), 2);
+}
