@@ -102,20 +102,28 @@ impl AlertStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
         }
-        let db =
-            match Database::create(path).map_err(|e| e.to_string()).and_then(|db| Self::ensure_tables(&db).map(|_| db))
-            {
-                Ok(db) => db,
-                Err(reason) => {
-                    let aside = path.with_extension(format!("redb.bad-{}", unix_now()));
-                    tracing::error!(path = %path.display(), %reason, aside = %aside.display(),
+        // Another monserv holding the file is not corruption: never move its store.
+        let opened = match Database::create(path) {
+            Err(e @ (redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch)) => {
+                return Err(StoreError::Io {
+                    path: path.display().to_string(),
+                    reason: format!("{e} (is another monserv using this state directory?)"),
+                });
+            }
+            other => other,
+        };
+        let db = match opened.map_err(|e| e.to_string()).and_then(|db| Self::ensure_tables(&db).map(|_| db)) {
+            Ok(db) => db,
+            Err(reason) => {
+                let aside = path.with_extension(format!("redb.bad-{}", unix_now()));
+                tracing::error!(path = %path.display(), %reason, aside = %aside.display(),
                     "alert store unusable; set aside, starting with no active alerts");
-                    std::fs::rename(path, &aside).map_err(|e| err(&e))?;
-                    let db = Database::create(path).map_err(|e| err(&e))?;
-                    Self::ensure_tables(&db).map_err(|e| err(&e))?;
-                    db
-                }
-            };
+                std::fs::rename(path, &aside).map_err(|e| err(&e))?;
+                let db = Database::create(path).map_err(|e| err(&e))?;
+                Self::ensure_tables(&db).map_err(|e| err(&e))?;
+                db
+            }
+        };
         Ok(AlertStore { db, path: path.to_path_buf(), sinks })
     }
 
@@ -348,6 +356,18 @@ mod tests {
         let store = AlertStore::open_with_sinks(&path, vec!["webhook".into(), "slack".into()]).unwrap();
         assert_eq!(queued(&store, "slack"), all, "the queue survives a restart");
         assert_eq!(store.queue_len("webhook").unwrap(), 1);
+    }
+
+    #[test]
+    fn a_store_in_use_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.redb");
+        let first = AlertStore::open(&path).unwrap();
+        first.commit(&Changes { fired: vec![firing("r", "k", 1)], ..Changes::default() }).unwrap();
+        let e = AlertStore::open(&path).err().expect("a second opener must fail").to_string();
+        assert!(e.contains("another monserv"), "{e}");
+        assert_eq!(first.active().unwrap().len(), 1, "the first store was not touched");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing set aside");
     }
 
     #[test]
