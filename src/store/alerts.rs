@@ -332,6 +332,21 @@ mod tests {
         store.commit(&Changes { fired: many, ..Changes::default() }).unwrap();
         let h = store.history(0, usize::MAX).unwrap();
         assert_eq!(h.len() as u64, HISTORY_LIMIT);
+        // Churn: a full history replaced ten times over, one transition per commit,
+        // must not grow the file without bound (16 MiB is the appliance's partition).
+        let full = std::fs::metadata(&path).unwrap().len();
+        for i in 0..2000u64 {
+            let f = firing("churn", &format!("k{}", i % 50), i);
+            let changes = if i % 2 == 0 {
+                Changes { fired: vec![f], ..Changes::default() }
+            } else {
+                Changes { recovered: vec![(f.rule, f.key, f.subject, f.message)], ..Changes::default() }
+            };
+            store.commit(&changes).unwrap();
+        }
+        let churned = std::fs::metadata(&path).unwrap().len();
+        eprintln!("alerts.redb: {full} bytes with a full history, {churned} after 2000 more commits");
+        assert!(churned < 8 << 20, "{churned} bytes");
         assert_eq!(h.last().unwrap().key, format!("k{}", HISTORY_LIMIT + 4));
     }
 
