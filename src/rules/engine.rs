@@ -455,6 +455,9 @@ impl RuleEngine {
                         tracing::info!(rule = %slot.ctx.name, "rule evaluates again");
                     }
                     stats.consecutive_failures = 0;
+                    // Lock order: never hold a rule's stats while taking the alert
+                    // state (`status()` takes the alert state, then each rule's stats).
+                    drop(stats);
                     let applied = lock(&self.alerts).apply(
                         &slot.ctx.name,
                         events,
@@ -465,6 +468,7 @@ impl RuleEngine {
                     messages.extend(applied.messages);
                     changes.fired.extend(applied.changes.fired);
                     changes.recovered.extend(applied.changes.recovered);
+                    let mut stats = lock(&current.stats);
                     self.count_limits(&slot.ctx.name, &mut stats, trimmed, applied.over_cap, now);
                 }
                 Err(e) => self.failed(&slot.ctx.name, &mut stats, e),
