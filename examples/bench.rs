@@ -409,40 +409,11 @@ fn peak_rss() -> u64 {
     line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
-fn leb(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// A core module with one `() -> ()` function: `locals` i32 locals and `code`.
-fn one_function_module(locals: u32, code: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    leb(1, &mut body);
-    leb(u64::from(locals), &mut body);
-    body.push(0x7f);
-    body.extend_from_slice(code);
-    body.push(0x0b);
-    let mut section = vec![1];
-    leb(body.len() as u64, &mut section);
-    section.extend(body);
-    let mut m = b"\0asm\x01\0\0\0".to_vec();
-    m.extend([1, 4, 1, 0x60, 0, 0, 3, 2, 1, 0, 10]);
-    leb(section.len() as u64, &mut m);
-    m.extend(section);
-    m
-}
-
 /// The worst function shapes that fit `rules::validate::MAX` (64 KiB body, 2000
 /// locals): compile each in the daemon's engine configuration and report the peak
 /// RSS it cost. Run one shape per process (`compile-bomb SHAPE`).
 fn compile_bomb(shape: &str) {
+    use monserv::rules::validate::craft::leb;
     let budget = monserv::rules::validate::MAX.function_body_bytes - 16;
     let mut code = Vec::new();
     let mut locals = monserv::rules::validate::MAX.locals_per_function as u32;
@@ -512,7 +483,7 @@ fn compile_bomb(shape: &str) {
         }
         other => panic!("unknown shape {other}: stack | blocks | locals | brtable | loops | loops100"),
     }
-    let module = one_function_module(locals, &code);
+    let module = monserv::rules::validate::craft::module_with_code(locals, &code);
     let checked = monserv::rules::validate::check(&module, &monserv::config::RuleLimits::default());
     let mut config = wasmtime::Config::new();
     config.epoch_interruption(true);

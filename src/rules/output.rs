@@ -102,8 +102,9 @@ fn fit_key(key: String, max: usize, changed: &mut bool) -> String {
     format!("{}{hash}", &key[..keep])
 }
 
-/// Text made printable and cut to `max` bytes (ending in `...`).
-fn fit_text(text: String, max: usize, multiline: bool, changed: &mut bool) -> String {
+/// Text made printable and cut to `max` bytes (ending in `...`). Shared by events,
+/// rule log lines and rule error messages.
+pub fn fit_text(text: String, max: usize, multiline: bool, changed: &mut bool) -> String {
     let mut text = escape_controls(text, multiline, changed);
     if text.len() > max {
         *changed = true;

@@ -11,7 +11,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::output::escape_controls;
+use super::output::fit_text;
 
 pub const BURST: u32 = 20;
 pub const REFILL: Duration = Duration::from_secs(6);
@@ -72,16 +72,8 @@ impl RuleLog {
         b.tokens -= 1;
         let suppressed = std::mem::take(&mut b.suppressed);
         drop(b);
-        let mut changed = false;
-        let mut line = escape_controls(message, false, &mut changed);
-        if line.len() > MAX_LINE_BYTES {
-            let mut cut = MAX_LINE_BYTES;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-            line.push_str("...");
-        }
+        // Escaped (a newline cannot start a forged line) and cut, ending in `...`.
+        let line = fit_text(message, MAX_LINE_BYTES + 3, false, &mut false);
         Admit::Write { line, suppressed }
     }
 

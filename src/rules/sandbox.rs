@@ -320,18 +320,10 @@ impl Drop for Running<'_> {
     }
 }
 
-/// Text from a rule or a trap, escaped and cut for logs and the REST API.
+/// Text from a rule or a trap, escaped and cut for logs and the REST API (`max`
+/// bytes of it, then `...`).
 fn truncate(s: String, max: usize) -> String {
-    let mut s = super::output::escape_controls(s, false, &mut false);
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str("...");
-    }
-    s
+    super::output::fit_text(s, max + 3, false, &mut false)
 }
 
 #[cfg(test)]

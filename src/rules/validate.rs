@@ -192,8 +192,55 @@ pub fn measure(bytes: &[u8], b: &Bounds, memory_bytes: u64) -> Result<Measured, 
     Ok(m)
 }
 
+/// Builders of small hand-made Wasm binaries: the candidates the bounds above are
+/// tested and measured with (unit tests, the suite's compile bombs, `bench`).
+pub mod craft {
+    /// Append `v` as unsigned LEB128.
+    pub fn leb(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    /// A core module with one `() -> ()` function: `locals` i32 locals and `code`.
+    pub fn module_with_code(locals: u32, code: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        leb(1, &mut body); // one local entry
+        leb(u64::from(locals), &mut body);
+        body.push(0x7f); // i32
+        body.extend_from_slice(code);
+        body.push(0x0b); // end
+        let mut section = vec![1]; // one function
+        leb(body.len() as u64, &mut section);
+        section.extend(body);
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        m.extend([1, 4, 1, 0x60, 0, 0]); // type section: () -> ()
+        m.extend([3, 2, 1, 0]); // function section: one function of type 0
+        m.push(10); // code section
+        leb(section.len() as u64, &mut m);
+        m.extend(section);
+        m
+    }
+
+    /// A component holding `module` as its one core module.
+    pub fn component_of(module: &[u8]) -> Vec<u8> {
+        let mut c = b"\0asm\x0d\0\x01\0".to_vec();
+        c.push(1); // core module section
+        leb(module.len() as u64, &mut c);
+        c.extend_from_slice(module);
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::craft::module_with_code;
     use super::*;
 
     fn dist(name: &str) -> Vec<u8> {
@@ -210,42 +257,8 @@ mod tests {
         }
     }
 
-    /// A core module with one function of `nops` bytes of `nop`s and `locals` locals.
-    pub fn module_with_function(locals: u32, nops: usize) -> Vec<u8> {
+    fn module_with_function(locals: u32, nops: usize) -> Vec<u8> {
         module_with_code(locals, &vec![0x01; nops])
-    }
-
-    /// A core module with one `() -> ()` function: `locals` i32 locals and `code`.
-    pub fn module_with_code(locals: u32, code: &[u8]) -> Vec<u8> {
-        fn leb(mut v: u64, out: &mut Vec<u8>) {
-            loop {
-                let byte = (v & 0x7f) as u8;
-                v >>= 7;
-                if v == 0 {
-                    out.push(byte);
-                    return;
-                }
-                out.push(byte | 0x80);
-            }
-        }
-        let mut body = Vec::new();
-        leb(1, &mut body); // one local entry
-        leb(u64::from(locals), &mut body);
-        body.push(0x7f); // i32
-        body.extend_from_slice(code);
-        body.push(0x0b); // end
-        let mut func = Vec::new();
-        leb(body.len() as u64, &mut func);
-        func.extend(body);
-        let mut code = vec![1]; // one function
-        code.extend(func);
-        let mut m = b"\0asm\x01\0\0\0".to_vec();
-        m.extend([1, 4, 1, 0x60, 0, 0]); // type section: () -> ()
-        m.extend([3, 2, 1, 0]); // function section: one function of type 0
-        m.push(10);
-        leb(code.len() as u64, &mut m);
-        m.extend(code);
-        m
     }
 
     #[test]

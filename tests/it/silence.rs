@@ -317,53 +317,10 @@ async fn rules_directory_fifos_and_devices_cannot_freeze_or_bloat() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-/// A component wrapping `module` (a core module section).
-fn component_of(module: &[u8]) -> Vec<u8> {
-    let mut c = b"\0asm\x0d\0\x01\0".to_vec();
-    c.push(1);
-    let mut len = module.len();
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        c.push(if len == 0 { byte } else { byte | 0x80 });
-        if len == 0 {
-            break;
-        }
-    }
-    c.extend_from_slice(module);
-    c
-}
-
 /// A core module whose one function nests `loops` loops around 1999 locals.
 fn loop_bomb(loops: usize) -> Vec<u8> {
     let code: Vec<u8> = [[0x03u8, 0x40].repeat(loops), vec![0x0b; loops]].concat();
-    let mut body = vec![1, 0xcf, 0x0f, 0x7f]; // 1999 i32 locals
-    body.extend(code);
-    body.push(0x0b);
-    let mut section = vec![1];
-    let mut n = body.len();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        section.push(if n == 0 { byte } else { byte | 0x80 });
-        if n == 0 {
-            break;
-        }
-    }
-    section.extend(body);
-    let mut m = b"\0asm\x01\0\0\0".to_vec();
-    m.extend([1, 4, 1, 0x60, 0, 0, 3, 2, 1, 0, 10]);
-    let mut n = section.len();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        m.push(if n == 0 { byte } else { byte | 0x80 });
-        if n == 0 {
-            break;
-        }
-    }
-    m.extend(section);
-    m
+    monserv::rules::validate::craft::module_with_code(1999, &code)
 }
 
 /// Candidates built to make the compiler eat memory are refused before compiling,
@@ -374,7 +331,7 @@ async fn compile_bombs_are_refused_before_compiling() {
     let auth = [("Authorization", "Bearer bomb-token-1")];
     let rss_before = vm_rss();
     // 15000 nested loops around 1999 locals: 45 KB, about 1.9 GB to compile.
-    let bomb = component_of(&loop_bomb(15_000));
+    let bomb = monserv::rules::validate::craft::component_of(&loop_bomb(15_000));
     assert!(bomb.len() < 64 << 10);
     let started = Instant::now();
     let (status, body) = support::http_send(d.addr, "PUT", "/api/v1/rules/bomb", &auth, &bomb).await;
