@@ -5,10 +5,12 @@
 //! [`EXIT_CONFIG`] so systemd's `RestartPreventExitStatus=` stops a restart loop.
 //! With nothing configured, monserv watches the machine it runs on.
 
+mod kafka;
 mod notify;
 mod print;
 mod rules;
 mod target;
+mod url;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -16,11 +18,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use kafka::{KafkaJenis, KafkaPayloadDefaults, KafkaSink};
 use notify::NotifyFile;
-pub use notify::{HttpUrl, NotifyConfig, WebhookSink};
+pub use notify::{EmailSink, HttpSink, NotifyConfig, SinkConfig, SinkKind, SmtpTls, TelegramSink};
 use rules::RulesFile;
 pub use rules::{CompileIn, RuleLimits, RulesConfig};
 pub use target::{mask_url, parse_target, SshAuth, SshTarget, Target, TargetError, TargetKind};
+pub use url::{parse_http_url, HttpUrl};
 
 /// Exit status for a configuration error (EX_CONFIG from sysexits.h).
 pub const EXIT_CONFIG: i32 = 78;
@@ -369,7 +373,8 @@ impl Config {
             return Err(invalid("websocket.read_timeout_seconds must be longer than ping_interval_seconds"));
         }
 
-        let notify = NotifyConfig::from_file(f.notify.unwrap_or_default()).map_err(invalid)?;
+        let secret = |name: &str| env.get(name).or_else(|| credential(&name.to_ascii_lowercase()));
+        let notify = NotifyConfig::resolve(f.notify.unwrap_or_default(), env, &secret).map_err(invalid)?;
         let rules = RulesConfig::from_file(f.rules.unwrap_or_default(), state_dir.join("rules"), poll_interval)
             .map_err(invalid)?;
 

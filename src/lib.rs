@@ -30,6 +30,7 @@ pub mod poll;
 pub mod rules;
 pub mod store;
 pub mod systemd;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -117,7 +118,7 @@ impl Daemon {
         // Alert state survives restarts; without a usable state directory monserv
         // still monitors and alerts, it only forgets on restart (and says so).
         let store_path = config.state_dir.join("alerts.redb");
-        let sinks = notify::sinks(&config.notify);
+        let sinks = notify::sinks(&config.notify).map_err(StartError::Target)?;
         let names = config.notify.sink_names();
         let store = tokio::task::spawn_blocking(move || store::alerts::AlertStore::open_with_sinks(&store_path, names))
             .await

@@ -29,7 +29,7 @@ impl Config {
             thresholds: Thresholds,
             websocket: WsTimings,
             rules: super::rules::PrintRules,
-            notify: super::notify::PrintNotify,
+            notify: toml::Table,
         }
         let p = Printable {
             rules: self.rules.printable(),

@@ -106,7 +106,10 @@ pub fn parse_target(url: &str, identity: Option<PathBuf>) -> Result<Target, Targ
         return Err(TargetError::NoScheme { chars: url.chars().count() });
     }
     if url.starts_with("http://") || url.starts_with("https://") {
-        let agent = super::notify::parse_http_url_with(url, 9123, "/metrics").map_err(|why| bad(&why))?;
+        let agent = super::url::parse_http_url_with(url, Some(9123), "/metrics").map_err(|why| bad(&why))?;
+        if agent.tls {
+            return Err(bad("agent targets speak plain HTTP (the Go agent has no TLS); use http://"));
+        }
         return Ok(Target { key: url.to_string(), kind: TargetKind::Agent(agent) });
     }
     let Some(rest) = url.strip_prefix("ssh://") else {

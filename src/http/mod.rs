@@ -8,8 +8,10 @@
 
 pub mod alerts_api;
 pub mod api;
+pub mod openapi;
 pub mod page;
 pub mod rules_api;
+pub mod silences_api;
 pub mod ws;
 
 use std::convert::Infallible;
@@ -102,8 +104,15 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
         (&Method::GET, "/api/v1/health") => api::health(&state),
         (
             &Method::GET,
-            "/api/state" | "/api/v1/servers" | "/api/v1/alerts/active" | "/api/v1/alerts/history" | "/api/v1/notify",
+            "/api/state"
+            | "/api/v1/servers"
+            | "/api/v1/servers/metrics"
+            | "/api/v1/alerts/active"
+            | "/api/v1/alerts/history"
+            | "/api/v1/notify",
         ) if !authorized(&req, &state) => unauthorized(),
+        (&Method::GET, "/api/openapi.json") => openapi::document(),
+        (&Method::GET, "/api/v1/servers/metrics") => silences_api::servers_metrics(&state),
         (&Method::GET, "/api/state") => api::state(&state),
         (&Method::GET, "/api/v1/servers") => api::servers(&state),
         (&Method::GET, "/api/v1/alerts/active") => alerts_api::active(&state),
@@ -112,6 +121,13 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
         (&Method::POST, "/api/test-alert") if !authorized(&req, &state) => unauthorized(),
         (&Method::POST, "/api/test-alert") => alerts_api::test_alert(req, &state).await,
         (_, "/api/test-alert") => method_not_allowed("POST"),
+        (_, p) if p == "/api/v1/silences" || p.starts_with("/api/v1/silences/") => {
+            if !authorized(&req, &state) {
+                unauthorized()
+            } else {
+                silences_api::handle(req, &state).await
+            }
+        }
         (_, p) if p == "/api/v1/rules" || p.starts_with("/api/v1/rules/") => {
             if !authorized(&req, &state) {
                 unauthorized()
@@ -127,9 +143,11 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
             | "/api/v1/health"
             | "/api/state"
             | "/api/v1/servers"
+            | "/api/v1/servers/metrics"
             | "/api/v1/alerts/active"
             | "/api/v1/alerts/history"
-            | "/api/v1/notify",
+            | "/api/v1/notify"
+            | "/api/openapi.json",
         ) => method_not_allowed("GET"),
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     };

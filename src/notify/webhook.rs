@@ -1,96 +1,117 @@
-//! The webhook sink: one Alertmanager webhook v4 message per transition, POSTed over
-//! HTTP/1.1, so receivers written for Alertmanager work unchanged.
+//! The webhook and Alertmanager sinks.
+//!
+//! The webhook gets Alertmanager webhook v4 messages, so receivers written for
+//! Alertmanager work unchanged: one transition per message, or every transition of
+//! a digest in one message's `alerts`. The Alertmanager sink posts to an existing
+//! Alertmanager's `POST /api/v2/alerts`, as Prometheus does: firing alerts carry an
+//! `endsAt` a few minutes ahead and are re-posted every minute while they fire (so
+//! Alertmanager resolves them by itself if monserv goes away), recoveries carry the
+//! time they ended.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use crate::store::alerts::{Firing, Transition};
 
-use super::SendError;
-use crate::config::WebhookSink;
-use crate::store::alerts::Transition;
+/// How often firing alerts are re-posted to Alertmanager, and how far ahead their
+/// `endsAt` lies (four refreshes, as Prometheus does).
+pub const AM_REFRESH: Duration = Duration::from_secs(60);
+const AM_ENDS_AHEAD: u64 = 4 * 60;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The Alertmanager webhook v4 body for one transition.
-pub fn payload(t: &Transition) -> serde_json::Value {
-    let at = crate::model::rfc3339_utc(UNIX_EPOCH + Duration::from_secs(t.time));
-    let (status, ends_at) = match t.alert_type.as_str() {
-        "recovery" => ("resolved", at.clone()),
-        _ => ("firing", "0001-01-01T00:00:00Z".to_string()),
-    };
-    let labels = serde_json::json!({ "alertname": t.rule, "key": t.key, "source": "monserv" });
-    let annotations = serde_json::json!({ "subject": t.subject, "message": t.message });
-    serde_json::json!({
-        "version": "4",
-        "groupKey": format!("{{}}:{{alertname=\"{}\", key=\"{}\"}}", t.rule, t.key),
-        "truncatedAlerts": 0,
-        "status": status,
-        "receiver": "monserv",
-        "groupLabels": { "alertname": t.rule },
-        "commonLabels": labels,
-        "commonAnnotations": annotations,
-        "externalURL": "",
-        "alerts": [{
-            "status": status,
-            "labels": labels,
-            "annotations": annotations,
-            "startsAt": at,
-            "endsAt": ends_at,
-            "generatorURL": "",
-            "fingerprint": format!("{:016x}", fnv1a(format!("{}\0{}", t.rule, t.key).as_bytes())),
-        }],
-        "monserv": { "seq": t.seq, "alert_type": t.alert_type },
-    })
+fn rfc3339(secs: u64) -> String {
+    crate::model::rfc3339_utc(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// POST one transition. 2xx is accepted; 429, 5xx and connection problems are worth
-/// retrying; any other answer is a permanent refusal.
-pub async fn send(sink: &WebhookSink, t: &Transition) -> Result<(), SendError> {
-    let url = &sink.url;
-    let retry = |what: &str, e: &dyn std::fmt::Display| SendError::Retry(format!("{what} {url}: {e}"));
-    let connect = tokio::net::TcpStream::connect((url.host.as_str(), url.port));
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(retry("cannot connect to", &e)),
-        Err(_) => return Err(retry("cannot connect to", &"timed out")),
+fn labels(rule: &str, key: &str) -> serde_json::Value {
+    let host = crate::store::silence::host_of(key);
+    serde_json::json!({ "alertname": rule, "key": key, "host": host, "source": "monserv" })
+}
+
+/// The Alertmanager webhook v4 body for `batch` (one transition, or a digest).
+pub fn payload(batch: &[Transition]) -> serde_json::Value {
+    let alerts: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|t| {
+            let at = rfc3339(t.time);
+            let (status, ends_at) = match t.alert_type.as_str() {
+                "recovery" => ("resolved", at.clone()),
+                _ => ("firing", "0001-01-01T00:00:00Z".to_string()),
+            };
+            serde_json::json!({
+                "status": status,
+                "labels": labels(&t.rule, &t.key),
+                "annotations": { "subject": t.subject, "message": t.message },
+                "startsAt": at,
+                "endsAt": ends_at,
+                "generatorURL": "",
+                "fingerprint": format!("{:016x}", fnv1a(format!("{}\0{}", t.rule, t.key).as_bytes())),
+            })
+        })
+        .collect();
+    let firing = batch.iter().any(|t| t.alert_type != "recovery");
+    let status = if firing { "firing" } else { "resolved" };
+    let (common_labels, common_annotations, group_key) = match batch {
+        [t] => (
+            labels(&t.rule, &t.key),
+            serde_json::json!({ "subject": t.subject, "message": t.message }),
+            format!("{{}}:{{alertname=\"{}\", key=\"{}\"}}", t.rule, t.key),
+        ),
+        _ => (serde_json::json!({ "source": "monserv" }), serde_json::json!({}), "{}:{source=\"monserv\"}".into()),
     };
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| retry("handshake with", &e))?;
-    let connection = tokio::spawn(conn);
-    let body = serde_json::to_vec(&payload(t)).map_err(|e| SendError::Permanent(e.to_string()))?;
-    let host = if url.port == 80 { url.host.clone() } else { format!("{}:{}", url.host, url.port) };
-    let mut req = hyper::Request::post(url.path.as_str())
-        .header(hyper::header::HOST, host)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(hyper::header::USER_AGENT, concat!("monserv/", env!("CARGO_PKG_VERSION")));
-    for (name, value) in &sink.headers {
-        req = req.header(name.as_str(), value.expose());
-    }
-    let req = req.body(Full::new(Bytes::from(body))).map_err(|e| SendError::Permanent(e.to_string()))?;
-    let sent = tokio::time::timeout(RESPONSE_TIMEOUT, async {
-        let resp = sender.send_request(req).await?;
-        let status = resp.status();
-        // Read (a bounded part of) the answer so the receiver is not cut off mid-write.
-        let _ = http_body_util::Limited::new(resp.into_body(), 64 << 10).collect().await;
-        Ok::<_, hyper::Error>(status)
+    let groups = match batch {
+        [t] => serde_json::json!({ "alertname": t.rule }),
+        _ => serde_json::json!({}),
+    };
+    let seqs: Vec<u64> = batch.iter().map(|t| t.seq).collect();
+    let kinds: Vec<&str> = batch.iter().map(|t| if t.repeat { "repeat" } else { t.alert_type.as_str() }).collect();
+    serde_json::json!({
+        "version": "4",
+        "groupKey": group_key,
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "monserv",
+        "groupLabels": groups,
+        "commonLabels": common_labels,
+        "commonAnnotations": common_annotations,
+        "externalURL": "",
+        "alerts": alerts,
+        "monserv": { "seq": seqs.first(), "seqs": seqs, "alert_type": kinds.first(), "alert_types": kinds },
     })
-    .await;
-    connection.abort();
-    let status = match sent {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(retry("no answer from", &e)),
-        Err(_) => return Err(retry("no answer from", &"timed out")),
-    };
-    match status.as_u16() {
-        200..=299 => Ok(()),
-        429 | 500..=599 => Err(SendError::Retry(format!("{url} answered {status}"))),
-        _ => Err(SendError::Permanent(format!("{url} answered {status}"))),
-    }
+}
+
+/// `POST /api/v2/alerts` body for transitions: firing ones end a few minutes after
+/// `now` unless refreshed, recoveries at the time they recovered.
+pub fn am_transitions(batch: &[Transition], now: u64) -> serde_json::Value {
+    let alerts: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|t| {
+            let ends = if t.alert_type == "recovery" { t.time } else { now.max(t.time) + AM_ENDS_AHEAD };
+            serde_json::json!({
+                "labels": labels(&t.rule, &t.key),
+                "annotations": { "subject": t.subject, "message": t.message },
+                "startsAt": rfc3339(t.time),
+                "endsAt": rfc3339(ends),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(alerts)
+}
+
+/// The refresh of every firing alert (not silenced), in one `POST /api/v2/alerts`.
+pub fn am_refresh(firing: &[Firing], now: u64) -> serde_json::Value {
+    let alerts: Vec<serde_json::Value> = firing
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "labels": labels(&f.rule, &f.key),
+                "annotations": { "subject": f.subject, "message": f.message },
+                "startsAt": rfc3339(f.since),
+                "endsAt": rfc3339(now + AM_ENDS_AHEAD),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(alerts)
 }

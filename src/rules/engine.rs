@@ -183,6 +183,11 @@ impl RuleEngine {
 
     /// An engine whose firing state is kept in (and restored from) `store`: alerts
     /// active when monserv stopped are active again, so none is re-fired.
+    /// The durable alert store, when it could be opened.
+    pub fn store(&self) -> Option<Arc<AlertStore>> {
+        self.store.clone()
+    }
+
     pub fn with_store(sandbox: Sandbox, store: Option<Arc<AlertStore>>) -> Self {
         let mut alerts = AlertState::default();
         if let Some(store) = &store {

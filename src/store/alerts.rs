@@ -53,6 +53,18 @@ pub struct Transition {
     pub alert_type: String,
     pub subject: String,
     pub message: String,
+    /// A silence matched it: recorded, not sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub silenced: bool,
+    /// Not a transition: an alert still firing, sent again (`repeat_interval`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat: bool,
+}
+
+impl Transition {
+    pub fn host(&self) -> &str {
+        super::silence::host_of(&self.key)
+    }
 }
 
 /// What one round changed, to be committed together.
@@ -78,7 +90,7 @@ pub enum StoreError {
 }
 
 pub struct AlertStore {
-    db: Database,
+    pub(super) db: Database,
     path: PathBuf,
     /// Sinks every transition is queued for, in the same transaction.
     sinks: Vec<String>,
@@ -132,6 +144,7 @@ impl AlertStore {
         txn.open_table(ACTIVE).map_err(|e| e.to_string())?;
         txn.open_table(HISTORY).map_err(|e| e.to_string())?;
         txn.open_table(OUTBOX).map_err(|e| e.to_string())?;
+        txn.open_table(super::silence::SILENCES).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())
     }
 
@@ -139,7 +152,7 @@ impl AlertStore {
         &self.path
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+    pub(super) fn err(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Io { path: self.path.display().to_string(), reason: e.to_string() }
     }
 
@@ -188,8 +201,10 @@ impl AlertStore {
             let mut active = txn.open_table(ACTIVE).map_err(|e| self.err(e))?;
             let mut history = txn.open_table(HISTORY).map_err(|e| self.err(e))?;
             let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
-            let mut seq = history.last().map_err(|e| self.err(e))?.map_or(0, |(k, _)| k.value() + 1);
+            let silences = txn.open_table(super::silence::SILENCES).map_err(|e| self.err(e))?;
             let now = unix_now();
+            let silences = super::silence::active_silences(&silences, now);
+            let mut seq = history.last().map_err(|e| self.err(e))?.map_or(0, |(k, _)| k.value() + 1);
             let mut record = |rule: &str, key: &str, kind: &str, subject: &str, message: &str| {
                 let t = Transition {
                     seq,
@@ -199,26 +214,32 @@ impl AlertStore {
                     alert_type: kind.into(),
                     subject: subject.into(),
                     message: message.into(),
+                    silenced: silences.iter().any(|s| s.matches(rule, key, subject)),
+                    repeat: false,
                 };
                 seq += 1;
-                serde_json::to_vec(&t).map(|bytes| (t.seq, bytes))
+                serde_json::to_vec(&t).map(|bytes| (t.seq, t.silenced, bytes))
+            };
+            let mut queue = |n: u64, silenced: bool, t: &[u8]| -> Result<(), StoreError> {
+                history.insert(n, t).map_err(|e| self.err(e))?;
+                if !silenced {
+                    for sink in &self.sinks {
+                        outbox.insert((sink.as_str(), n), t).map_err(|e| self.err(e))?;
+                    }
+                }
+                Ok(())
             };
             for f in &changes.fired {
                 let bytes = serde_json::to_vec(f).map_err(|e| self.err(e))?;
                 active.insert((f.rule.as_str(), f.key.as_str()), bytes.as_slice()).map_err(|e| self.err(e))?;
-                let (n, t) = record(&f.rule, &f.key, "alert", &f.subject, &f.message).map_err(|e| self.err(e))?;
-                history.insert(n, t.as_slice()).map_err(|e| self.err(e))?;
-                for sink in &self.sinks {
-                    outbox.insert((sink.as_str(), n), t.as_slice()).map_err(|e| self.err(e))?;
-                }
+                let (n, silenced, t) =
+                    record(&f.rule, &f.key, "alert", &f.subject, &f.message).map_err(|e| self.err(e))?;
+                queue(n, silenced, &t)?;
             }
             for (rule, key, subject, message) in &changes.recovered {
                 active.remove((rule.as_str(), key.as_str())).map_err(|e| self.err(e))?;
-                let (n, t) = record(rule, key, "recovery", subject, message).map_err(|e| self.err(e))?;
-                history.insert(n, t.as_slice()).map_err(|e| self.err(e))?;
-                for sink in &self.sinks {
-                    outbox.insert((sink.as_str(), n), t.as_slice()).map_err(|e| self.err(e))?;
-                }
+                let (n, silenced, t) = record(rule, key, "recovery", subject, message).map_err(|e| self.err(e))?;
+                queue(n, silenced, &t)?;
             }
             for rule in &changes.forgotten_rules {
                 let keys: Vec<String> = active
