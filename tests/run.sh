@@ -27,6 +27,7 @@ declare -A need=(
     [/usr/sbin/mkfs.ext4]=e2fsprogs
     [/usr/sbin/debugfs]=e2fsprogs
     [/usr/bin/shellcheck]=shellcheck
+    [/usr/bin/prometheus-alertmanager]=prometheus-alertmanager
 )
 missing=()
 for file in "${!need[@]}"; do
@@ -44,9 +45,24 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import websockets' 2>/dev/null; then
-    log "installing the Python websockets client"
-    python3 -m pip install -q websockets 2>/dev/null || python3 -m pip install -q --break-system-packages websockets
+# Python peers: the websockets client, the SMTP server (aiosmtpd) and the Kafka
+# consumer (kafka-python) the notifier tests read back with.
+if ! python3 -c 'import websockets, aiosmtpd, kafka' 2>/dev/null; then
+    log "installing Python test peers: websockets, aiosmtpd, kafka-python"
+    python3 -m pip install -q websockets aiosmtpd kafka-python 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages websockets aiosmtpd kafka-python
+fi
+
+# The Kafka-protocol broker (tansu) is built from crates.io once and cached outside
+# the checkout; the build (about 9 minutes) runs in the background meanwhile.
+TOOLS=/opt/monserv-test-tools
+export MONSERV_TEST_TANSU="$TOOLS/tansu/bin/tansu"
+tansu_build=""
+if [ ! -x "$MONSERV_TEST_TANSU" ]; then
+    log "building the tansu Kafka broker in the background (cached in $TOOLS)"
+    mkdir -p "$TOOLS"
+    nice cargo install tansu --locked --features dynostore --root "$TOOLS/tansu" >"$TOOLS/tansu-build.log" 2>&1 &
+    tansu_build=$!
 fi
 
 if [ ! -d tests/clients/node_modules/ws ] || [ ! -d tests/clients/node_modules/playwright-core ]; then
@@ -90,6 +106,15 @@ log "aarch64 appliance binaries (musl, glibc) and QEMU test image (the appliance
 image/build-aarch64.sh
 image/build-aarch64.sh gnu
 image/qemu/build.sh
+
+if [ -n "$tansu_build" ]; then
+    log "waiting for the tansu build"
+    if ! wait "$tansu_build"; then
+        tail -n 40 "$TOOLS/tansu-build.log"
+        echo "tests/run.sh: building tansu failed" >&2
+        exit 1
+    fi
+fi
 
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then

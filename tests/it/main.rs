@@ -17,4 +17,6 @@ mod notify;
 mod rest;
 mod rules;
 mod silence;
+mod sink_peers;
+mod sinks;
 mod websocket;

@@ -2,97 +2,16 @@
 //! through receiver failures and a `kill -9`. The receiver is a real HTTP server on
 //! loopback with scripted answers. Needs no root.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use crate::support::{self, hosts::free_port, TestDaemon};
 
 const QUIET: &str = "disk_percent = 100\ncpu_percent = 100\nproc_ram_percent = 100\n";
 
-/// What the receiver saw: (status it answered, header X-Hook-Token, body).
-type Seen = Arc<Mutex<Vec<(u16, Option<String>, Value)>>>;
-
-/// An HTTP receiver answering each request with the next scripted status (200 once
-/// the script is used up).
-struct Receiver {
-    addr: SocketAddr,
-    seen: Seen,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start(port: u16, script: &[u16]) -> Receiver {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen: Seen = Arc::default();
-        let script = Arc::new(Mutex::new(script.iter().copied().collect::<VecDeque<u16>>()));
-        let (seen2, script2) = (seen.clone(), script.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let (seen, script) = (seen2.clone(), script2.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (seen, script) = (seen.clone(), script.clone());
-                        async move {
-                            let token =
-                                req.headers().get("x-hook-token").and_then(|v| v.to_str().ok()).map(String::from);
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let status = script.lock().unwrap().pop_front().unwrap_or(200);
-                            let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                            seen.lock().unwrap().push((status, token, json));
-                            let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
-                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Receiver { addr, seen, task }
-    }
-
-    /// (status, alert key, firing|resolved) of every request so far.
-    fn requests(&self) -> Vec<(u16, String, String)> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(s, _, b)| {
-                (
-                    *s,
-                    b["alerts"][0]["labels"]["key"].as_str().unwrap_or_default().into(),
-                    b["status"].as_str().unwrap_or_default().into(),
-                )
-            })
-            .collect()
-    }
-
-    async fn wait(&self, limit: Duration, pred: impl Fn(&[(u16, String, String)]) -> bool) {
-        let start = Instant::now();
-        while !pred(&self.requests()) {
-            assert!(start.elapsed() < limit, "receiver saw {:#?}", self.requests());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+use crate::support::receiver::Receiver;
 
 fn accepted(r: &[(u16, String, String)]) -> Vec<(String, String)> {
     r.iter().filter(|(s, _, _)| *s == 200).map(|(_, k, st)| (k.clone(), st.clone())).collect()
@@ -117,8 +36,9 @@ async fn webhook_gets_every_transition_in_order_through_failures() {
     // Three refusals worth retrying, then the same delivery again.
     let statuses: Vec<u16> = hook.requests().iter().map(|r| r.0).collect();
     assert_eq!(statuses, vec![500, 500, 429, 200]);
-    let (_, token, body) = hook.seen.lock().unwrap()[3].clone();
-    assert_eq!(token.as_deref(), Some("hook-secret-1"));
+    let seen = hook.seen()[3].clone();
+    assert_eq!(seen.header("x-hook-token"), Some("hook-secret-1"));
+    let body = seen.body;
     let host = support::machine_hostname();
     assert_eq!(body["version"], "4");
     assert_eq!(body["alerts"][0]["annotations"]["subject"], format!("[ALERT] {host} memory high"));

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::hosts::closed_ports;
 use crate::support::{self, fixtures, BusyBoxHost, Sshd, TestDaemon, Ws};
 
 const QUIET: &str = "disk_percent = 100\ncpu_percent = 100\nproc_ram_percent = 100\n";
@@ -144,19 +145,6 @@ async fn one_crowded_host_cannot_silence_the_others() {
     let (again, _) = read_all(&mut ws, Duration::from_secs(2)).await;
     assert!(again.is_empty(), "{again:#?}");
     assert!(d.shutdown().await);
-}
-
-/// Loopback ports nobody listens on (connecting is refused at once).
-fn closed_ports(n: usize) -> Vec<u16> {
-    (20_000u16..60_000)
-        .filter(|p| {
-            matches!(
-                std::net::TcpStream::connect(("127.0.0.1", *p)),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
-            )
-        })
-        .take(n)
-        .collect()
 }
 
 /// 1010 targets unreachable at once (more than a rule's old whole-output limit of

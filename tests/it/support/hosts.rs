@@ -195,3 +195,16 @@ impl Drop for BusyBoxHost {
         self.kill();
     }
 }
+
+/// Loopback ports nobody listens on (connecting is refused at once).
+pub fn closed_ports(n: usize) -> Vec<u16> {
+    (20_000u16..60_000)
+        .filter(|p| {
+            matches!(
+                std::net::TcpStream::connect(("127.0.0.1", *p)),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+            )
+        })
+        .take(n)
+        .collect()
+}

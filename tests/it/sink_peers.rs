@@ -1,0 +1,216 @@
+//! Sinks against the real programs they talk to in a plant: an SMTP server
+//! (aiosmtpd, with STARTTLS or implicit TLS and AUTH), Alertmanager (Debian's
+//! prometheus-alertmanager, checked through its own API) and a Kafka-protocol broker
+//! (tansu, read back with kafka-python). All on loopback; needs no root.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::hosts::free_port;
+use crate::support::receiver::TestCa;
+use crate::support::{self, TestDaemon};
+
+const QUIET: &str = "disk_percent = 100\ncpu_percent = 100\nproc_ram_percent = 100\n";
+const AUTH: [(&str, &str); 1] = [("Authorization", "Bearer peers-token-1")];
+
+/// A peer process, killed when dropped.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited: {status}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{what} never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn smtp_server(mode: &str, ca: &TestCa, out: &Path) -> (Peer, u16) {
+    let port = free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/smtp_server.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(["--port", &port.to_string(), "--mode", mode, "--user", "monserv@plant.test", "--password"])
+        .arg("smtp-secret-pw")
+        .args(["--cert", ca.cert.to_str().unwrap(), "--key", ca.key.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with aiosmtpd (tests/run.sh installs it)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the SMTP server did not start");
+    wait_port(port, &mut child, "smtp server");
+    (Peer(child), port)
+}
+
+fn mails(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+async fn wait_mails(out: &Path, n: usize) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let m = mails(out);
+        if m.len() >= n {
+            return m;
+        }
+        assert!(start.elapsed() < Duration::from_secs(40), "{} of {n} mails arrived", m.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sink_status(addr: SocketAddr, name: &str) -> Value {
+    let (_, body) = support::http_get(addr, "/api/v1/notify", &AUTH).await;
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    v["data"]["sinks"].as_array().into_iter().flatten().find(|s| s["name"] == name).cloned().unwrap_or(Value::Null)
+}
+
+fn email_config(rules: &Path, port: u16, ca: &TestCa, tls: &str) -> String {
+    format!(
+        "poll_interval_seconds = 0.3\nauth_token = \"peers-token-1\"\n[rules]\ndir = {:?}\n[notify.email]\n\
+         smtp_host = \"localhost\"\nsmtp_port = {port}\ntls = \"{tls}\"\nfrom = \"monserv@plant.test\"\n\
+         password = \"smtp-secret-pw\"\nto = \"ops@plant.test, oncall@plant.test\"\nca_file = {:?}\n",
+        rules.display().to_string(),
+        ca.ca.display().to_string()
+    )
+}
+
+/// STARTTLS with AUTH: the alert and its recovery arrive as mails with the alert's
+/// subject and a body naming host, state and time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_over_starttls_with_auth() {
+    let ca = TestCa::new();
+    let out = ca.dir.path().join("mails.jsonl");
+    let (_smtp, port) = smtp_server("starttls", &ca, &out);
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("threshold.toml"), format!("memory_percent = 0.5\n{QUIET}")).unwrap();
+    let d = TestDaemon::start(&["local".into()], &email_config(rules.path(), port, &ca, "starttls")).await;
+    let host = support::machine_hostname();
+    let m = wait_mails(&out, 1).await;
+    assert_eq!(m[0]["mail_from"], "monserv@plant.test");
+    assert_eq!(m[0]["rcpt_tos"], serde_json::json!(["ops@plant.test", "oncall@plant.test"]));
+    assert_eq!((m[0]["login"].as_str(), m[0]["tls"].as_bool()), (Some("monserv@plant.test"), Some(true)));
+    assert_eq!(m[0]["subject"], format!("[ALERT] {host} memory high"));
+    assert_eq!(m[0]["content_type"], "text/plain; charset=utf-8");
+    let body = m[0]["body"].as_str().unwrap().replace("\r\n", "\n");
+    assert!(!body.contains('\r'), "text lines end in CRLF, nothing else");
+    assert!(body.starts_with("Memory used ") && body.contains("\nHost: local\nState: ALERT\nTime: 20"), "{body}");
+    std::fs::write(rules.path().join("threshold.toml"), format!("memory_percent = 99.9\n{QUIET}")).unwrap();
+    let m = wait_mails(&out, 2).await;
+    assert_eq!(m[1]["subject"], format!("[RECOVERED] {host} memory"));
+    assert!(m[1]["body"].as_str().unwrap().contains("State: RECOVERED"));
+    let s = sink_status(d.addr, "email").await;
+    assert_eq!((s["delivered"].as_u64(), s["failed"].as_u64()), (Some(2), Some(0)), "{s:#}");
+    assert!(d.shutdown().await);
+}
+
+/// Implicit TLS (port 465's mode, here on a free port), and a server without
+/// STARTTLS is refused rather than sent the password in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_implicit_tls_and_no_downgrade() {
+    let ca = TestCa::new();
+    let out = ca.dir.path().join("mails.jsonl");
+    let (_smtp, port) = smtp_server("implicit", &ca, &out);
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("threshold.toml"), format!("memory_percent = 0.5\n{QUIET}")).unwrap();
+    let d = TestDaemon::start(&["local".into()], &email_config(rules.path(), port, &ca, "implicit")).await;
+    let m = wait_mails(&out, 1).await;
+    assert_eq!((m[0]["tls"].as_bool(), m[0]["login"].as_str()), (Some(true), Some("monserv@plant.test")));
+    assert!(d.shutdown().await);
+
+    let plain_out = ca.dir.path().join("plain.jsonl");
+    let (_plain, port) = smtp_server("plain", &ca, &plain_out);
+    let d = TestDaemon::start(&["local".into()], &email_config(rules.path(), port, &ca, "starttls")).await;
+    let start = Instant::now();
+    let s = loop {
+        let s = sink_status(d.addr, "email").await;
+        if s["failed"].as_u64() >= Some(1) {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{s:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(s["last_error"].as_str().unwrap().contains("does not offer STARTTLS"), "{s:#}");
+    assert!(mails(&plain_out).is_empty());
+    assert!(!s.to_string().contains("smtp-secret-pw"));
+    assert!(d.shutdown().await);
+}
+
+/// Alerts forwarded to a real Alertmanager show there (its own v2 API) with
+/// monserv's labels, and disappear when they recover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_receives_and_resolves_forwarded_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("am.yml"), "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n").unwrap();
+    let port = free_port();
+    let mut child = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", dir.path().join("am.yml").display()))
+        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus-alertmanager (tests/run.sh installs it)");
+    wait_port(port, &mut child, "alertmanager");
+    let _am = Peer(child);
+    let am: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("threshold.toml"), format!("memory_percent = 0.5\n{QUIET}")).unwrap();
+    let extra = format!(
+        "poll_interval_seconds = 0.3\nauth_token = \"peers-token-1\"\n[rules]\ndir = {:?}\n[notify.alertmanager]\nurl = \"http://{am}\"\n",
+        rules.path().display().to_string()
+    );
+    let d = TestDaemon::start(&["local".into()], &extra).await;
+    let ours = |alerts: &Value| -> Vec<Value> {
+        alerts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["labels"]["source"] == "monserv" && a["labels"]["key"] == "local/mem")
+            .cloned()
+            .collect()
+    };
+    let start = Instant::now();
+    let alert = loop {
+        let (_, body) = support::http_get(am, "/api/v2/alerts", &[]).await;
+        if let Some(a) = ours(&serde_json::from_str(&body).unwrap_or(Value::Null)).pop() {
+            break a;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "not in Alertmanager: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let host = support::machine_hostname();
+    assert_eq!(alert["labels"]["alertname"], "threshold");
+    assert_eq!(alert["labels"]["host"], "local");
+    assert_eq!(alert["annotations"]["subject"], format!("[ALERT] {host} memory high"));
+    assert_eq!(alert["status"]["state"], "active");
+    std::fs::write(rules.path().join("threshold.toml"), format!("memory_percent = 99.9\n{QUIET}")).unwrap();
+    let start = Instant::now();
+    loop {
+        let (_, body) = support::http_get(am, "/api/v2/alerts?active=true", &[]).await;
+        if ours(&serde_json::from_str(&body).unwrap_or(Value::Null)).is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never resolved: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = sink_status(d.addr, "alertmanager").await;
+    assert_eq!((s["delivered"].as_u64(), s["failed"].as_u64()), (Some(2), Some(0)), "{s:#}");
+    assert!(d.shutdown().await);
+}
