@@ -390,3 +390,31 @@ async fn run_sink(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::alerts::Firing;
+
+    fn firing(key: &str, since: u64) -> Firing {
+        Firing { rule: "r".into(), key: key.into(), subject: format!("[ALERT] {key}"), message: "m".into(), since }
+    }
+
+    #[test]
+    fn reminders_come_once_per_interval_and_not_after_a_restart() {
+        let mut r = Repeats { interval: Duration::from_secs(3600), sent_slot: HashMap::new(), started: false };
+        // The first look (a restart) only notes where each alert is.
+        assert!(r.due(vec![firing("old", 0), firing("new", 9_000)], 9_000).is_empty());
+        assert!(r.due(vec![firing("old", 0), firing("new", 9_000)], 10_000).is_empty());
+        let due = r.due(vec![firing("old", 0), firing("new", 9_000)], 10_800);
+        assert_eq!(due.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(), ["old"]);
+        assert!(due[0].repeat && due[0].alert_type == "alert");
+        assert!(r.due(vec![firing("old", 0), firing("new", 9_000)], 11_000).is_empty(), "once per slot");
+        let due = r.due(vec![firing("new", 9_000), firing("fresh", 11_000)], 12_600);
+        assert_eq!(due.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(), ["new"]);
+        // An alert that recovered is forgotten; firing again, it starts over.
+        assert!(!r.sent_slot.contains_key(&("r".to_string(), "old".to_string())));
+        assert!(r.due(vec![firing("fresh", 11_000)], 14_000).is_empty());
+        assert_eq!(r.due(vec![firing("fresh", 11_000)], 14_600).len(), 1);
+    }
+}

@@ -135,3 +135,150 @@ async fn queued_deliveries_survive_kill_9() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// An alert storm (20 hosts down at once, one alert flapping) while the webhook is
+/// down and monserv is killed with SIGKILL six times. When the receiver comes up,
+/// every transition in the store's history arrives, in order per key; nothing was
+/// re-fired by a restart (per key the history alternates alert, recovery), and
+/// duplicates stay within at-least-once (none while the sink was down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transition_survives_repeated_kill_9_during_a_storm() {
+    let hook_port = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let rules = state.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    let threshold = |mem: &str| format!("unreachable_polls = 1\nmemory_percent = {mem}\n{QUIET}");
+    support::write_atomically(&rules.join("threshold.toml"), threshold("0.5").as_bytes());
+    let port = free_port();
+    let down = crate::support::hosts::closed_ports(20);
+    let targets: Vec<String> = std::iter::once("\"local\"".to_string())
+        .chain(down.iter().map(|p| format!("\"ssh://plc:pw@127.0.0.1:{p}\"")))
+        .collect();
+    let hook: SocketAddr = format!("127.0.0.1:{hook_port}").parse().unwrap();
+    let text = format!(
+        "listen = \"127.0.0.1\"\nport = {port}\nstate_dir = {:?}\ntargets = [{}]\nhost_timeout_seconds = 0.3\n{}",
+        state.path().display().to_string(),
+        targets.join(", "),
+        config(hook, &rules)
+    );
+    std::fs::write(state.path().join("monserv.toml"), text).unwrap();
+    let start_monserv = || {
+        let child = std::process::Command::new(BIN)
+            .args(["--config", state.path().join("monserv.toml").to_str().unwrap()])
+            .env_remove("SERVERS")
+            .env("MONSERV_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "monserv did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let auth = [("Authorization", "Bearer notify-token-1")];
+    let mem_changes = || async {
+        let (_, body) = support::http_get(addr, "/api/v1/alerts/history", &auth).await;
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        v["data"]["transitions"].as_array().map_or(0, |t| t.iter().filter(|t| t["key"] == "local/mem").count())
+    };
+    // Up, with its rules loaded and at least two rounds evaluated since the start.
+    let wait_rounds = || async {
+        let start = Instant::now();
+        loop {
+            let (_, body) = support::http_get(addr, "/api/v1/health", &[]).await;
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if v["data"]["poll_rounds"].as_u64() >= Some(3) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "monserv made no rounds: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut child = start_monserv();
+    wait_rounds().await;
+    let mut high = false;
+    for round in 0..12 {
+        let before = mem_changes().await;
+        high = !high;
+        support::write_atomically(
+            &rules.join("threshold.toml"),
+            threshold(if high { "99.9" } else { "0.5" }).as_bytes(),
+        );
+        let start = Instant::now();
+        while mem_changes().await == before {
+            assert!(start.elapsed() < Duration::from_secs(30), "round {round}: the change never became a transition");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if round % 2 == 1 {
+            // Just after the commit, while the notifier is trying the dead sink.
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            child = start_monserv();
+            wait_rounds().await;
+        }
+    }
+    // Let the last change land, then bring the receiver up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let receiver = Receiver::start(hook_port, &[]).await;
+    let start = Instant::now();
+    loop {
+        let (_, body) = support::http_get(addr, "/api/v1/notify", &auth).await;
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let sink = &v["data"]["sinks"][0];
+        if sink["queued"] == 0 && sink["delivered"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "queue never drained: {sink:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, body) = support::http_get(addr, "/api/v1/alerts/history", &auth).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let history: Vec<Value> =
+        serde_json::from_str::<Value>(&body).unwrap()["data"]["transitions"].as_array().unwrap().clone();
+    // (seq, key, kind) received, in arrival order (digests flattened in order).
+    let mut received: Vec<(u64, String, String)> = Vec::new();
+    for s in receiver.seen() {
+        let seqs = s.body["monserv"]["seqs"].as_array().unwrap().clone();
+        for (alert, seq) in s.body["alerts"].as_array().unwrap().iter().zip(seqs) {
+            let kind = if alert["status"] == "resolved" { "recovery" } else { "alert" };
+            received.push((seq.as_u64().unwrap(), alert["labels"]["key"].as_str().unwrap().into(), kind.into()));
+        }
+    }
+    let flaps = history.iter().filter(|t| t["key"] == "local/mem").count();
+    assert!(history.len() >= 20 + 6, "a storm and a flapping alert: {history:#?}");
+    assert!(flaps >= 6, "local/mem changed {flaps} times");
+    let mut unique: Vec<(u64, String, String)> = Vec::new();
+    for r in &received {
+        if !unique.contains(r) {
+            unique.push(r.clone());
+        }
+    }
+    let duplicates = received.len() - unique.len();
+    assert_eq!(duplicates, 0, "nothing was accepted before a kill, so nothing repeats: {received:?}");
+    for t in &history {
+        let want = (
+            t["seq"].as_u64().unwrap(),
+            t["key"].as_str().unwrap().to_string(),
+            t["alert_type"].as_str().unwrap().to_string(),
+        );
+        assert!(unique.contains(&want), "transition {want:?} never arrived");
+    }
+    assert_eq!(unique.len(), history.len(), "nothing arrived that the history lacks");
+    let mut keys: Vec<&str> = history.iter().map(|t| t["key"].as_str().unwrap()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let stored: Vec<&str> =
+            history.iter().filter(|t| t["key"] == key).map(|t| t["alert_type"].as_str().unwrap()).collect();
+        let got: Vec<&str> = unique.iter().filter(|r| r.1 == key).map(|r| r.2.as_str()).collect();
+        assert_eq!(got, stored, "order for {key}");
+        for pair in stored.windows(2) {
+            assert_ne!(pair[0], pair[1], "{key} re-fired or re-recovered across a restart: {stored:?}");
+        }
+        assert_eq!(stored[0], "alert", "{key}");
+    }
+}
