@@ -223,8 +223,9 @@ impl AlertStore {
             let mut queue = |n: u64, silenced: bool, t: &[u8]| -> Result<(), StoreError> {
                 history.insert(n, t).map_err(|e| self.err(e))?;
                 if !silenced {
+                    // The delivery is the history entry: the outbox holds only its key.
                     for sink in &self.sinks {
-                        outbox.insert((sink.as_str(), n), t).map_err(|e| self.err(e))?;
+                        outbox.insert((sink.as_str(), n), [].as_slice()).map_err(|e| self.err(e))?;
                     }
                 }
                 Ok(())
@@ -280,6 +281,21 @@ impl AlertStore {
             for _ in 0..excess {
                 history.pop_first().map_err(|e| self.err(e))?;
             }
+            // A delivery whose history entry is gone cannot be sent: drop it, counted.
+            let first = history.first().map_err(|e| self.err(e))?.map_or(0, |(k, _)| k.value());
+            for sink in &self.sinks {
+                let gone: Vec<u64> = outbox
+                    .range((sink.as_str(), 0)..(sink.as_str(), first))
+                    .map_err(|e| self.err(e))?
+                    .map_while(|e| e.ok().map(|(k, _)| k.value().1))
+                    .collect();
+                for seq in &gone {
+                    outbox.remove((sink.as_str(), *seq)).map_err(|e| self.err(e))?;
+                }
+                if !gone.is_empty() {
+                    tracing::warn!(sink, dropped = gone.len(), "deliveries older than the history dropped");
+                }
+            }
         }
         txn.commit().map_err(|e| self.err(e))
     }
@@ -288,12 +304,23 @@ impl AlertStore {
     pub fn queued(&self, sink: &str, limit: usize) -> Result<Vec<Transition>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
+        let history = txn.open_table(HISTORY).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for entry in table.range((sink, 0)..=(sink, u64::MAX)).map_err(|e| self.err(e))?.take(limit) {
-            let (_, v) = entry.map_err(|e| self.err(e))?;
-            match serde_json::from_slice::<Transition>(v.value()) {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let seq = k.value().1;
+            // Stores written before 0.1's key-only outbox kept the transition here.
+            let parsed = if v.value().is_empty() {
+                match history.get(seq).map_err(|e| self.err(e))? {
+                    Some(h) => serde_json::from_slice::<Transition>(h.value()),
+                    None => continue,
+                }
+            } else {
+                serde_json::from_slice::<Transition>(v.value())
+            };
+            match parsed {
                 Ok(t) => out.push(t),
-                Err(e) => tracing::warn!(sink, error = %e, "unreadable queued delivery skipped"),
+                Err(e) => tracing::warn!(sink, seq, error = %e, "unreadable queued delivery skipped"),
             }
         }
         Ok(out)
@@ -307,9 +334,12 @@ impl AlertStore {
         Ok(n as u64)
     }
 
-    /// Remove deliveries the sink accepted (or refused for good). Blocking I/O.
+    /// Remove deliveries the sink accepted (or refused for good). Not synced to disk
+    /// on its own (flash): the next transition's commit makes it durable. A crash
+    /// before that sends these deliveries again, which at-least-once allows.
     pub fn delivered(&self, sink: &str, seqs: &[u64]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.set_durability(redb::Durability::None).map_err(|e| self.err(e))?;
         {
             let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
             for seq in seqs {
@@ -392,6 +422,11 @@ mod tests {
         let store = AlertStore::open_with_sinks(&path, vec!["webhook".into(), "slack".into()]).unwrap();
         assert_eq!(queued(&store, "slack"), all, "the queue survives a restart");
         assert_eq!(store.queue_len("webhook").unwrap(), 1);
+        // Deliveries older than the kept history go with it (the outbox holds keys only).
+        let many: Vec<Firing> = (0..HISTORY_LIMIT + 5).map(|i| firing("r", &format!("k{i}"), i)).collect();
+        store.commit(&Changes { fired: many, ..Changes::default() }).unwrap();
+        assert_eq!(store.queue_len("slack").unwrap(), HISTORY_LIMIT);
+        assert_eq!(store.queued("slack", 1).unwrap()[0].key, "k5");
     }
 
     #[test]
