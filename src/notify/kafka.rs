@@ -162,6 +162,14 @@ pub fn record_batch(records: &[(&[u8], &[u8])], timestamp_ms: i64) -> Vec<u8> {
     batch
 }
 
+/// SaslAuthenticate v0's body for PLAIN (RFC 4616): `\0user\0password` as bytes.
+pub fn sasl_plain(user: &str, password: &str) -> Vec<u8> {
+    let token = format!("\0{user}\0{password}");
+    let mut body = (token.len() as i32).to_be_bytes().to_vec();
+    body.extend_from_slice(token.as_bytes());
+    body
+}
+
 /// A bounds-checked reader over a response body.
 struct Reader<'a>(&'a [u8]);
 
@@ -374,15 +382,16 @@ impl Producer {
         if let Some(password) = &self.sink.password {
             let mut body = Vec::new();
             string(&mut body, "PLAIN");
-            let reply = conn.request(API_SASL_HANDSHAKE, 1, &body).await?;
+            let reply = conn
+                .request(API_SASL_HANDSHAKE, 1, &body)
+                .await
+                .map_err(|e| format!("{host}:{port}: SASL PLAIN handshake: {e} (does the broker offer PLAIN?)"))?;
             let code = Reader(&reply).i16()?;
             if code != 0 {
                 return Err(format!("{host}:{port}: SASL PLAIN refused: {}", error_name(code)));
             }
             let user = self.sink.username.as_deref().unwrap_or_default();
-            let token = format!("\0{user}\0{}", password.expose());
-            let mut body = (token.len() as i32).to_be_bytes().to_vec();
-            body.extend_from_slice(token.as_bytes());
+            let body = sasl_plain(user, password.expose());
             let reply = conn.request(API_SASL_AUTHENTICATE, 0, &body).await?;
             let mut r = Reader(&reply);
             let code = r.i16()?;
@@ -512,6 +521,14 @@ mod tests {
         let crc = u32::from_be_bytes([b[17], b[18], b[19], b[20]]);
         assert_eq!(crc, crc32c(&b[21..]));
         assert_eq!(i32::from_be_bytes([b[57], b[58], b[59], b[60]]), 2, "record count");
+    }
+
+    #[test]
+    fn sasl_plain_bytes() {
+        assert_eq!(sasl_plain("u", "pw"), [0, 0, 0, 5, 0, b'u', 0, b'p', b'w']);
+        let mut handshake = Vec::new();
+        string(&mut handshake, "PLAIN");
+        assert_eq!(handshake, [0, 5, b'P', b'L', b'A', b'I', b'N']);
     }
 
     #[test]

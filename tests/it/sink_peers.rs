@@ -214,3 +214,112 @@ async fn alertmanager_receives_and_resolves_forwarded_alerts() {
     assert_eq!((s["delivered"].as_u64(), s["failed"].as_u64()), (Some(2), Some(0)), "{s:#}");
     assert!(d.shutdown().await);
 }
+
+fn tansu() -> String {
+    let path = std::env::var("MONSERV_TEST_TANSU").unwrap_or_else(|_| "/opt/monserv-test-tools/tansu/bin/tansu".into());
+    assert!(Path::new(&path).is_file(), "no tansu broker at {path}: tests/run.sh builds it (MONSERV_TEST_TANSU)");
+    path
+}
+
+fn kafka_broker(port: u16) -> Peer {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut child = Command::new(tansu())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port, &mut child, "tansu");
+    let out = Command::new(tansu())
+        .args(["topic", "create", "plant-alerts", "--partitions", "3", "--broker", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "topic create: {}", String::from_utf8_lossy(&out.stderr));
+    Peer(child)
+}
+
+/// Read `count` records back with kafka-python, a real consumer (it checks the CRC).
+fn kafka_records(port: u16, count: usize) -> Vec<Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/kafka_read.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["--bootstrap", &format!("127.0.0.1:{port}"), "--topic", "plant-alerts", "--count", &count.to_string()])
+        .output()
+        .expect("python3 with kafka-python (tests/run.sh installs it)");
+    assert!(out.status.success(), "kafka_read: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The Go payload on a real Kafka-protocol broker, read back by a real consumer; the
+/// broker goes away and comes back, and the queued recovery follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_gets_the_go_payload_and_survives_a_broker_restart() {
+    let port = free_port();
+    let broker = kafka_broker(port);
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("threshold.toml"), format!("memory_percent = 0.5\n{QUIET}")).unwrap();
+    let extra = format!(
+        "poll_interval_seconds = 0.3\nauth_token = \"peers-token-1\"\n[rules]\ndir = {:?}\n[notify.kafka]\n\
+         brokers = \"127.0.0.1:{port}\"\ntopic = \"plant-alerts\"\nclient_id = \"gw-7\"\n\
+         [notify.kafka.payload]\nid_rtu = \"RTU-7\"\nchannel = 9\n[notify.kafka.jenis]\nmem_server = \"MEM_SRV\"\n",
+        rules.path().display().to_string()
+    );
+    let d = TestDaemon::start(&["local".into()], &extra).await;
+    let start = Instant::now();
+    while sink_status(d.addr, "kafka").await["delivered"] != 1 {
+        assert!(start.elapsed() < Duration::from_secs(30), "{:#}", sink_status(d.addr, "kafka").await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let host = support::machine_hostname();
+    let first = kafka_records(port, 1);
+    let r = &first[0];
+    assert_eq!(r["key"], "local/mem");
+    let v = &r["value"];
+    let subject = format!("[ALERT] {host} memory high");
+    assert_eq!(v["subject"], subject);
+    assert_eq!(v["tag"], subject.replace(' ', "").to_uppercase());
+    assert_eq!(
+        (v["id_rtu"].as_str(), v["channel"].as_i64(), v["jenis"].as_str()),
+        (Some("RTU-7"), Some(9), Some("MEM_SRV"))
+    );
+    assert_eq!(
+        (v["protocol"].as_str(), v["action"].as_str(), v["type"].as_str()),
+        (Some("TCP"), Some("SPONTANEUS"), Some("GROUP10_VAR2"))
+    );
+    assert_eq!(
+        (v["alert_type"].as_str(), v["value"].to_string().as_str(), v["general_action"].as_i64()),
+        (Some("alert"), "1", Some(1))
+    );
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!((now_ms - v["time"].as_i64().unwrap()).abs() < 120_000, "time in ms: {v}");
+    // The broker goes away; the recovery waits in the queue.
+    drop(broker);
+    std::fs::write(rules.path().join("threshold.toml"), format!("memory_percent = 99.9\n{QUIET}")).unwrap();
+    let start = Instant::now();
+    loop {
+        let s = sink_status(d.addr, "kafka").await;
+        if s["retrying"] == true && s["queued"] == 1 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{s:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _broker = kafka_broker(port);
+    let again = kafka_records(port, 1);
+    assert_eq!(
+        (again[0]["key"].as_str(), again[0]["value"]["alert_type"].as_str()),
+        (Some("local/mem"), Some("recovery"))
+    );
+    assert_eq!(again[0]["partition"], r["partition"], "one key, one partition: order per key holds");
+    let s = sink_status(d.addr, "kafka").await;
+    assert_eq!((s["delivered"].as_u64(), s["failed"].as_u64()), (Some(2), Some(0)), "{s:#}");
+    assert!(d.shutdown().await);
+}
