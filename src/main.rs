@@ -4,66 +4,22 @@
 //! configuration problem including a port already in use, 1 for anything else (such
 //! as a wasm engine or thread that cannot start), which the service manager restarts.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+mod args;
+
+use args::Command;
 use monserv::config::{Config, ProcessEnv, EXIT_CONFIG};
 use monserv::Daemon;
 
-#[derive(Parser)]
-#[command(version, about = "Agentless SSH monitoring appliance speaking the MonServ WebSocket protocol")]
-struct Args {
-    /// TOML configuration file (on the appliance /etc/monserv/monserv.toml).
-    #[arg(long, short, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Print the effective configuration (secrets masked) and exit.
-    #[arg(long)]
-    print_config: bool,
-    /// Validate the configuration and exit.
-    #[arg(long)]
-    check_config: bool,
-    #[command(subcommand)]
-    command: Option<Cmd>,
-}
-
-#[derive(clap::Subcommand)]
-enum Cmd {
-    /// Work with alert rules (WebAssembly components).
-    #[command(subcommand)]
-    Rule(RuleCmd),
-}
-
-#[derive(clap::Subcommand)]
-enum RuleCmd {
-    /// Check that a component implements the rule contract and print its description.
-    Check { rule: PathBuf },
-    /// Run a rule once on a snapshot (a captured /api/state) and print its events.
-    Test {
-        rule: PathBuf,
-        /// JSON snapshot: GET /api/state output, or a metrics_update message.
-        #[arg(long)]
-        snapshot: PathBuf,
-        /// Keys the host would report as firing (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        active: Vec<String>,
-        /// Rule config values, `key=value` (repeatable).
-        #[arg(long = "set", value_parser = parse_setting)]
-        settings: Vec<(String, String)>,
-    },
-}
-
-fn parse_setting(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
-}
-
-fn rule_command(cmd: RuleCmd) -> ExitCode {
+fn rule_command(cmd: Command) -> ExitCode {
     let result = match cmd {
-        RuleCmd::Check { rule } => monserv::rules::cli::check(&rule),
-        RuleCmd::Test { rule, snapshot, active, settings } => {
+        Command::RuleCheck { rule } => monserv::rules::cli::check(&rule),
+        Command::RuleTest { rule, snapshot, active, settings } => {
             monserv::rules::cli::test(&rule, &snapshot, &active, &settings)
         }
+        _ => return ExitCode::FAILURE,
     };
     match result {
         Ok(out) => {
@@ -104,24 +60,39 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == monserv::rules::compiler::CHILD_ARG) {
         return monserv::rules::compiler::child_main();
     }
-    let args = Args::parse();
+    let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let (config_path, print_config, check_config) = match args::parse(&argv) {
+        Ok(Command::Help) => {
+            print!("{}", args::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("monserv {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Run { config, print_config, check_config }) => (config, print_config, check_config),
+        Ok(rule @ (Command::RuleCheck { .. } | Command::RuleTest { .. })) => {
+            init_logging();
+            return rule_command(rule);
+        }
+        Err(e) => {
+            eprintln!("monserv: {e}\n\nTry 'monserv --help'.");
+            return ExitCode::from(2);
+        }
+    };
     init_logging();
-
-    if let Some(Cmd::Rule(cmd)) = args.command {
-        return rule_command(cmd);
-    }
-    let mut config = match Config::load(args.config.as_deref(), &ProcessEnv) {
+    let mut config = match Config::load(config_path.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("monserv: config error: {e}");
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    if args.print_config {
+    if print_config {
         print!("{}", config.to_masked_toml());
         return ExitCode::SUCCESS;
     }
-    if args.check_config {
+    if check_config {
         println!("configuration OK ({} targets)", config.targets.len());
         return ExitCode::SUCCESS;
     }

@@ -117,10 +117,11 @@ async fn slack_and_telegram_over_tls_from_go_environment_names() {
 }
 
 /// A certificate from an unknown CA is refused (retried, nothing sent); with the
-/// plant CA configured the webhook is delivered over TLS.
+/// plant CA configured the webhook is delivered over TLS (RSA keys here, ECDSA in the
+/// other tests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_tls_trusts_only_the_configured_ca() {
-    let ca = TestCa::new();
+    let ca = TestCa::rsa();
     let hook = Receiver::start_with(0, &[], Some(ca.acceptor()), "{}").await;
     let rules = tempfile::tempdir().unwrap();
     std::fs::write(rules.path().join("threshold.toml"), format!("memory_percent = 0.5\n{QUIET}")).unwrap();
@@ -266,5 +267,36 @@ async fn every_documented_route_is_served() {
     assert_eq!(status, 200);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["success"], true);
+    assert!(d.shutdown().await);
+}
+
+/// `repeat_interval`: an alert still firing a minute later is sent again, marked a
+/// repeat; it is not a new transition (the history has one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_still_firing_is_repeated_after_repeat_interval() {
+    let hook = Receiver::start(0, &[]).await;
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("threshold.toml"), format!("memory_percent = 0.5\n{QUIET}")).unwrap();
+    let extra = format!(
+        "poll_interval_seconds = 1\nauth_token = \"{TOKEN}\"\n[rules]\ndir = {:?}\n[notify.webhook]\nurl = \"http://{}/hook\"\nrepeat_interval = \"1m\"\n",
+        rules.path().display().to_string(),
+        hook.addr
+    );
+    let d = TestDaemon::start(&["local".into()], &extra).await;
+    hook.wait_seen(Duration::from_secs(20), |s| s.len() == 1).await;
+    let fired = Instant::now();
+    // The reminder is due 60 s after the alert; looked for every 30 s.
+    hook.wait_seen(Duration::from_secs(120), |s| s.len() == 2).await;
+    let waited = fired.elapsed();
+    assert!(waited >= Duration::from_secs(55), "repeated after only {waited:?}");
+    let seen = hook.seen();
+    assert_eq!(seen[1].body["status"], "firing");
+    assert_eq!(seen[1].body["alerts"][0]["labels"]["key"], "local/mem");
+    assert_eq!(seen[1].body["monserv"]["alert_types"], serde_json::json!(["repeat"]));
+    let status = sink_status(d.addr, "webhook").await;
+    assert_eq!((status["delivered"].as_u64(), status["repeats"].as_u64()), (Some(1), Some(1)), "{status:#}");
+    let (_, h) = support::http_get(d.addr, "/api/v1/alerts/history", &AUTH).await;
+    let h: Value = serde_json::from_str(&h).unwrap();
+    assert_eq!(h["data"]["transitions"].as_array().unwrap().len(), 1, "a reminder is not a transition");
     assert!(d.shutdown().await);
 }

@@ -45,21 +45,30 @@ pub struct TestCa {
 }
 
 impl TestCa {
+    /// ECDSA P-256 keys.
     pub fn new() -> TestCa {
+        Self::with_keys(&["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+    }
+
+    /// RSA 2048 keys, what most plant and public CAs still issue.
+    pub fn rsa() -> TestCa {
+        Self::with_keys(&["-newkey", "rsa:2048", "-nodes"])
+    }
+
+    fn with_keys(keys: &[&str]) -> TestCa {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
         let run = |args: &[&str]| {
             let out = std::process::Command::new("openssl").args(args).current_dir(dir.path()).output().unwrap();
             assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
         run(&[
             &["req", "-x509"][..],
-            &ec,
+            keys,
             &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=monserv test CA"],
         ]
         .concat());
-        run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
+        run(&[&["req"][..], keys, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
         std::fs::write(
             p("ext.cnf"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
