@@ -149,6 +149,12 @@ async fn webhook_tls_trusts_only_the_configured_ca() {
     hook.wait(Duration::from_secs(20), |r| r.iter().any(|(s, k, st)| *s == 200 && k == "local/mem" && st == "firing"))
         .await;
     assert!(d.shutdown().await);
+    // Only the loudly named option skips verification.
+    let before = hook.seen().len();
+    let reckless = format!("{base}danger_accept_invalid_certs = true\n");
+    let d = TestDaemon::start(&["local".into()], &reckless).await;
+    hook.wait_seen(Duration::from_secs(20), |s| s.len() > before).await;
+    assert!(d.shutdown().await);
 }
 
 /// A silence on the host holds back the alert (recorded as silenced, not sent);
