@@ -316,20 +316,7 @@ async fn poll(targets: usize) {
 /// convert + evaluate + alert bookkeeping per round, and the compile time.
 async fn rules(hosts: usize) {
     use monserv::rules::{loader, sandbox::Sandbox, Limits, RuleEngine, RuleSettings, Source};
-    let d =
-        support::TestDaemon::start(&["local".into()], "poll_interval_seconds = 86400\n[rules]\nbuiltin = false").await;
-    let mut ws = d.connect().await;
-    support::wait_metrics(&mut ws, Duration::from_secs(10), |_| true).await;
-    let template = d.hub().latest().snapshot.expect("round");
-    let mut snapshot = (*template).clone();
-    let one = snapshot.targets[0].clone();
-    snapshot.targets = (0..hosts)
-        .map(|i| {
-            let mut t = one.clone();
-            t.url = format!("ssh://scada:***@10.1.{}.{}:22", i / 250, i % 250);
-            t
-        })
-        .collect();
+    let mut snapshot = support::snapshot_of_hosts(hosts).await;
     let sandbox = Sandbox::new(Limits::default()).unwrap();
     let mut compile = Vec::new();
     for _ in 0..5 {
@@ -359,7 +346,6 @@ async fn rules(hosts: usize) {
         status.last_eval_micros,
         ms(percentile(&compile, 0.5))
     );
-    d.shutdown().await;
 }
 
 /// File lands in the rules directory -> the new version is loaded (swap count

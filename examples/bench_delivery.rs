@@ -51,21 +51,7 @@ async fn main() {
 /// below the threshold every round: each round is `hosts` transitions through the
 /// engine, the alert store and two sinks' outboxes.
 async fn transitions(dir: &std::path::Path, hosts: usize) {
-    let d =
-        support::TestDaemon::start(&["local".into()], "poll_interval_seconds = 86400\n[rules]\nbuiltin = false").await;
-    let mut ws = d.connect().await;
-    support::wait_metrics(&mut ws, Duration::from_secs(10), |_| true).await;
-    let template = d.hub().latest().snapshot.expect("round");
-    d.shutdown().await;
-    let mut snapshot = (*template).clone();
-    let one = snapshot.targets[0].clone();
-    snapshot.targets = (0..hosts)
-        .map(|i| {
-            let mut t = one.clone();
-            t.url = format!("ssh://scada:***@10.1.{}.{}:22", i / 250, i % 250);
-            t
-        })
-        .collect();
+    let mut snapshot = support::snapshot_of_hosts(hosts).await;
     let path = dir.join(format!("alerts-{hosts}.redb"));
     let store = Arc::new(AlertStore::open_with_sinks(&path, vec!["webhook".into(), "email".into()]).unwrap());
     let engine = RuleEngine::with_store(Sandbox::new(Limits::default()).unwrap(), Some(store.clone()));

@@ -1,20 +1,23 @@
 //! monserv: an agentless monitoring appliance for industrial networks.
 //!
 //! Data flows one way: targets from [`config`] -> [`collect`] (one persistent SSH
-//! session per host, or the gateway's own /proc) -> [`poll`] (one snapshot per
-//! round, each host under a deadline) -> [`rules`] (sandboxed Wasm alert rules, then
-//! alert once, recover once) -> [`hub`] (serialized once) -> [`http`]
-//! (`/ws` clients, REST, the web page). [`model`] holds the wire types, [`store`]
-//! the few files that must survive a restart.
+//! session per host, a Go MonServ agent, or the gateway's own /proc) -> [`poll`] (one
+//! snapshot per round, each host under a deadline) -> [`rules`] (sandboxed Wasm alert
+//! rules, then alert once, recover once, committed to [`store`]) -> [`hub`] (serialized
+//! once) -> [`http`] (`/ws` clients, REST, the web page) and [`notify`] (email, Slack,
+//! Telegram, Kafka, webhook, Alertmanager, from the store's outbox). [`model`] holds the
+//! wire types, [`store`] what must survive a restart, [`tls`] the one TLS client setup.
 //!
 //! Layout:
 //! - `config`: TOML + Go MonServ environment variables, validated up front.
-//! - `collect/`: `local`, `ssh` (+ `known_hosts`, `backoff`, `script`), and the pure
-//!   parsers `parse` and `sample`.
+//! - `collect/`: `local`, `ssh` (+ `known_hosts`, `backoff`, `script`), `agent`, and the
+//!   pure parsers `parse`, `agent_json` and `sample`.
 //! - `poll`: the round loop. `rules/`: `validate`, `sandbox`, `convert`, `output`,
-//!   `alert` (firing state), `engine`, `runner`, `loader`. `hub`: fan-out.
-//!   `http/`: `ws`, `api`, `rules_api`, `page`.
-//! - [`Daemon`]: wires it together; `main.rs` adds signals and exit codes.
+//!   `alert` (firing state), `engine`, `runner`, `loader`. `store/`: `alerts` (active,
+//!   history, outbox), `silence`. `hub`: fan-out. `notify/`: the delivery loop and one
+//!   module per kind of sink. `http/`: `ws`, `api`, `alerts_api`, `silences_api`,
+//!   `rules_api`, `openapi`, `page`.
+//! - [`Daemon`]: wires it together; `main.rs` adds arguments (`args`), signals and exit codes.
 
 // One reviewed exception: loading our own compiler child's artifact
 // (`rules::compiler::load_artifact`).

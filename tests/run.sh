@@ -28,6 +28,7 @@ declare -A need=(
     [/usr/sbin/debugfs]=e2fsprogs
     [/usr/bin/shellcheck]=shellcheck
     [/usr/bin/prometheus-alertmanager]=prometheus-alertmanager
+    [/usr/bin/socat]=socat
 )
 missing=()
 for file in "${!need[@]}"; do

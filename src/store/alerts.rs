@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 const ACTIVE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("active");
 /// Sequence number -> JSON of [`Transition`].
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
-/// (sink, sequence number) -> JSON of [`Transition`]: deliveries not yet accepted.
+/// (sink, sequence number) -> empty: deliveries not yet accepted (the transition is in
+/// HISTORY; stores written before kept a JSON copy here, still read).
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
 
 /// Deliveries kept per sink while it is unreachable; past it the oldest are dropped

@@ -80,6 +80,23 @@ async fn a_refused_delivery_is_counted_not_retried() {
 
 const BIN: &str = env!("CARGO_BIN_EXE_monserv");
 
+/// The real binary on `<state>/monserv.toml`, once it listens on `port`.
+fn spawn_monserv(state: &std::path::Path, port: u16) -> std::process::Child {
+    let child = std::process::Command::new(BIN)
+        .args(["--config", state.join("monserv.toml").to_str().unwrap()])
+        .env_remove("SERVERS")
+        .env("MONSERV_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "monserv did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// The receiver is down when the alert fires and monserv is killed (-9) before it
 /// comes up: after a restart the queued alert is delivered, and not re-fired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,15 +114,7 @@ async fn queued_deliveries_survive_kill_9() {
         config(hook, &rules)
     );
     std::fs::write(state.path().join("monserv.toml"), text).unwrap();
-    let start_monserv = || {
-        std::process::Command::new(BIN)
-            .args(["--config", state.path().join("monserv.toml").to_str().unwrap()])
-            .env_remove("SERVERS")
-            .env("MONSERV_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let start_monserv = || spawn_monserv(state.path(), port);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let auth = [("Authorization", "Bearer notify-token-1")];
     let mut child = start_monserv();
@@ -162,21 +171,7 @@ async fn every_transition_survives_repeated_kill_9_during_a_storm() {
         config(hook, &rules)
     );
     std::fs::write(state.path().join("monserv.toml"), text).unwrap();
-    let start_monserv = || {
-        let child = std::process::Command::new(BIN)
-            .args(["--config", state.path().join("monserv.toml").to_str().unwrap()])
-            .env_remove("SERVERS")
-            .env("MONSERV_LOG", "error")
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "monserv did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    };
+    let start_monserv = || spawn_monserv(state.path(), port);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let auth = [("Authorization", "Bearer notify-token-1")];
     let mem_changes = || async {

@@ -16,7 +16,6 @@ use crate::support::receiver::TestCa;
 use crate::support::{self, TestDaemon};
 
 const QUIET: &str = "disk_percent = 100\ncpu_percent = 100\nproc_ram_percent = 100\n";
-const AUTH: [(&str, &str); 1] = [("Authorization", "Bearer peers-token-1")];
 
 /// A peer process, killed when dropped.
 struct Peer(Child);
@@ -75,9 +74,7 @@ async fn wait_mails(out: &Path, n: usize) -> Vec<Value> {
 }
 
 async fn sink_status(addr: SocketAddr, name: &str) -> Value {
-    let (_, body) = support::http_get(addr, "/api/v1/notify", &AUTH).await;
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    v["data"]["sinks"].as_array().into_iter().flatten().find(|s| s["name"] == name).cloned().unwrap_or(Value::Null)
+    support::sink_status(addr, "peers-token-1", name).await
 }
 
 fn email_config(rules: &Path, port: u16, ca: &TestCa, tls: &str) -> String {
@@ -321,5 +318,80 @@ async fn kafka_gets_the_go_payload_and_survives_a_broker_restart() {
     assert_eq!(again[0]["partition"], r["partition"], "one key, one partition: order per key holds");
     let s = sink_status(d.addr, "kafka").await;
     assert_eq!((s["delivered"].as_u64(), s["failed"].as_u64()), (Some(2), Some(0)), "{s:#}");
+    assert!(d.shutdown().await);
+}
+
+/// `KAFKA_TLS_ENABLE`: the broker behind a TLS terminator (socat with a plant CA's
+/// certificate, advertised as the broker's address), as plants run it in front of
+/// brokers without TLS; monserv verifies the certificate and produces through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_over_tls_verifies_the_broker() {
+    let ca = TestCa::new();
+    let (plain, tls_port) = (free_port(), free_port());
+    let url = format!("tcp://127.0.0.1:{plain}");
+    let advertised = format!("tcp://localhost:{tls_port}");
+    let mut child = Command::new(tansu())
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(plain, &mut child, "tansu");
+    let _broker = Peer(child);
+    let out = Command::new(tansu()).args(["topic", "create", "plant-alerts", "--broker", &url]).output().unwrap();
+    assert!(out.status.success(), "topic create: {}", String::from_utf8_lossy(&out.stderr));
+    let listen = format!(
+        "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
+        ca.cert.display(),
+        ca.key.display()
+    );
+    let mut child = Command::new("socat")
+        .args([listen.as_str(), &format!("TCP:127.0.0.1:{plain}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("socat (tests/run.sh installs it)");
+    wait_port(tls_port, &mut child, "socat");
+    let _terminator = Peer(child);
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("threshold.toml"), format!("memory_percent = 0.5\n{QUIET}")).unwrap();
+    let extra = format!(
+        "poll_interval_seconds = 0.3\nauth_token = \"peers-token-1\"\n[rules]\ndir = {:?}\n[notify.kafka]\n\
+         brokers = \"localhost:{tls_port}\"\ntopic = \"plant-alerts\"\ntls = true\nca_file = {:?}\n",
+        rules.path().display().to_string(),
+        ca.ca.display().to_string()
+    );
+    let d = TestDaemon::start(&["local".into()], &extra).await;
+    let start = Instant::now();
+    while sink_status(d.addr, "kafka").await["delivered"] != 1 {
+        assert!(start.elapsed() < Duration::from_secs(30), "{:#}", sink_status(d.addr, "kafka").await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(d.shutdown().await);
+    // A real consumer reads it back over the same TLS hop.
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/kafka_read.py"))
+        .args(["--bootstrap", &format!("localhost:{tls_port}"), "--topic", "plant-alerts", "--count", "1"])
+        .args(["--cafile", ca.ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kafka_read over TLS: {}", String::from_utf8_lossy(&out.stderr));
+    let record: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!((record["key"].as_str(), record["value"]["alert_type"].as_str()), (Some("local/mem"), Some("alert")));
+    // Without the CA the same broker is refused.
+    let untrusted = extra.replace(&format!("ca_file = {:?}\n", ca.ca.display().to_string()), "");
+    let d = TestDaemon::start(&["local".into()], &untrusted).await;
+    let start = Instant::now();
+    loop {
+        let s = sink_status(d.addr, "kafka").await;
+        if s["retrying"] == true {
+            assert!(s["last_error"].as_str().unwrap_or_default().contains("certificate"), "{s:#}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{s:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sink_status(d.addr, "kafka").await["delivered"], 0);
     assert!(d.shutdown().await);
 }

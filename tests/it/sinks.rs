@@ -20,9 +20,7 @@ const TOKEN: &str = "sinks-token-1";
 const AUTH: [(&str, &str); 1] = [("Authorization", "Bearer sinks-token-1")];
 
 async fn sink_status(addr: SocketAddr, name: &str) -> Value {
-    let (_, body) = support::http_get(addr, "/api/v1/notify", &AUTH).await;
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    v["data"]["sinks"].as_array().into_iter().flatten().find(|s| s["name"] == name).cloned().unwrap_or(Value::Null)
+    support::sink_status(addr, TOKEN, name).await
 }
 
 /// The binary with Go environment names; its log goes to a file the test reads.
@@ -304,5 +302,28 @@ async fn an_alert_still_firing_is_repeated_after_repeat_interval() {
     let (_, h) = support::http_get(d.addr, "/api/v1/alerts/history", &AUTH).await;
     let h: Value = serde_json::from_str(&h).unwrap();
     assert_eq!(h["data"]["transitions"].as_array().unwrap().len(), 1, "a reminder is not a transition");
+    assert!(d.shutdown().await);
+}
+
+/// One sink down (nothing listens) delays no other: the Alertmanager-format sink gets
+/// the alert at once while the webhook's queue waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_is_down_delays_no_other() {
+    let up = Receiver::start(0, &[]).await;
+    let down = closed_ports(1)[0];
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("threshold.toml"), format!("memory_percent = 0.5\n{QUIET}")).unwrap();
+    let extra = format!(
+        "poll_interval_seconds = 0.3\nauth_token = \"{TOKEN}\"\n[rules]\ndir = {:?}\n\
+         [notify.webhook]\nurl = \"http://127.0.0.1:{down}/hook\"\n[notify.alertmanager]\nurl = \"http://{}\"\n",
+        rules.path().display().to_string(),
+        up.addr
+    );
+    let d = TestDaemon::start(&["local".into()], &extra).await;
+    up.wait_seen(Duration::from_secs(10), |s| s.iter().any(|r| r.path == "/api/v2/alerts")).await;
+    let am = up.seen().into_iter().find(|r| r.path == "/api/v2/alerts").unwrap();
+    assert_eq!(am.body[0]["labels"]["key"], "local/mem");
+    let hook = sink_status(d.addr, "webhook").await;
+    assert_eq!((hook["retrying"].as_bool(), hook["queued"].as_u64()), (Some(true), Some(1)), "{hook:#}");
     assert!(d.shutdown().await);
 }

@@ -233,3 +233,31 @@ pub async fn collect_for(ws: &mut Ws, period: Duration) -> (Vec<Value>, usize) {
     }
     (alerts, metrics)
 }
+
+/// A snapshot of `hosts` copies of this machine (as a real round reported it), for
+/// the benchmarks: one `local` round from a daemon in this process, then cloned.
+pub async fn snapshot_of_hosts(hosts: usize) -> monserv::model::Snapshot {
+    let d = TestDaemon::start(&["local".into()], "poll_interval_seconds = 86400\n[rules]\nbuiltin = false").await;
+    let mut ws = d.connect().await;
+    wait_metrics(&mut ws, Duration::from_secs(10), |_| true).await;
+    let template = d.hub().latest().snapshot.expect("round");
+    d.shutdown().await;
+    let mut snapshot = (*template).clone();
+    let one = snapshot.targets[0].clone();
+    snapshot.targets = (0..hosts)
+        .map(|i| {
+            let mut t = one.clone();
+            t.url = format!("ssh://scada:***@10.1.{}.{}:22", i / 250, i % 250);
+            t
+        })
+        .collect();
+    snapshot
+}
+
+/// One sink's entry in `GET /api/v1/notify` (Null when absent).
+pub async fn sink_status(addr: SocketAddr, token: &str, name: &str) -> Value {
+    let auth = format!("Bearer {token}");
+    let (_, body) = http_get(addr, "/api/v1/notify", &[("Authorization", auth.as_str())]).await;
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    v["data"]["sinks"].as_array().into_iter().flatten().find(|s| s["name"] == name).cloned().unwrap_or(Value::Null)
+}
