@@ -108,6 +108,13 @@ image/build-aarch64.sh
 image/build-aarch64.sh gnu
 image/qemu/build.sh
 
+log "building the tests (meanwhile tansu may still be building)"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --all-targets --no-run
+else
+    cargo test --all-targets --no-run
+fi
+
 if [ -n "$tansu_build" ]; then
     log "waiting for the tansu build"
     if ! wait "$tansu_build"; then
