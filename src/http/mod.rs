@@ -1,8 +1,9 @@
 //! The HTTP server: `/ws`, the REST API and the web page on one port.
 //!
 //! Plain hyper 1, routing by `match (method, path)`. Every connection is a task in
-//! the daemon's `TaskTracker`; the number of open connections is capped by a
-//! semaphore (`max_clients`); headers must arrive within 10 s. On shutdown the
+//! the daemon's `TaskTracker`; the number of open connections, WebSockets included
+//! for their whole life, is capped by a semaphore (`max_clients`; past it a client
+//! gets 503 with `Retry-After`); headers must arrive within 10 s. On shutdown the
 //! accept loop stops, HTTP connections finish gracefully and WebSocket clients get
 //! a close frame.
 
@@ -49,6 +50,13 @@ pub struct AppState {
     pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
+/// What a connection past `max_clients` gets before it is closed.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: application/json\r\n\
+Content-Length: 49\r\nConnection: close\r\n\r\n{\"success\":false,\"error\":\"too many connections\"}\n";
+
+/// A connection's place under `max_clients`.
+pub type Slot = Arc<tokio::sync::OwnedSemaphorePermit>;
+
 /// Accept connections until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, max_clients: usize) {
     let permits = Arc::new(Semaphore::new(max_clients));
@@ -71,14 +79,19 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, max_clients: usi
             if refused.is_power_of_two() {
                 tracing::warn!(%peer, max_clients, refused, "connection limit reached; refusing connections");
             }
+            // A clean refusal a client can act on, without a task or a wait: the
+            // socket's empty send buffer takes these few bytes at once (or nothing).
+            let _ = stream.try_write(REFUSAL);
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        // The slot is held by the connection and, after an upgrade, by its WebSocket:
+        // it frees when both are gone.
+        let slot = Arc::new(permit);
         state.tracker.clone().spawn(async move {
-            let _permit = permit;
-            let service = service_fn(|req| route(req, state.clone()));
+            let service = service_fn(|req| route(req, state.clone(), slot.clone()));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
@@ -96,10 +109,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, max_clients: usi
     }
 }
 
-async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<Body>, Infallible> {
+async fn route(req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let response = match (req.method(), path.as_str()) {
-        (&Method::GET, "/ws") => ws::handle_upgrade(req, &state),
+        (&Method::GET, "/ws") => ws::handle_upgrade(req, &state, slot),
         (&Method::GET, "/" | "/index.html") => page::index(),
         (&Method::GET, "/api/v1/health") => api::health(&state),
         (

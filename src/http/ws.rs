@@ -5,7 +5,8 @@
 //! incoming frames. Every write has a timeout (10 s); a client that cannot take a
 //! frame in that time is dropped, so it never holds the others up (they read the same
 //! shared bytes from the hub at their own pace). A client frame over 512 bytes closes
-//! with 1009; a client a whole alert ring behind closes with 1013.
+//! with 1009, a text frame that is not UTF-8 with 1007; a client a whole alert ring
+//! behind closes with 1013. The client keeps its connection's `max_clients` slot.
 
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_CLIENT_FRAME))
 }
 
-pub fn handle_upgrade(mut req: Request<Incoming>, state: &AppState) -> Response<Body> {
+pub fn handle_upgrade(mut req: Request<Incoming>, state: &AppState, slot: super::Slot) -> Response<Body> {
     if !authorized(&req, state) {
         return unauthorized();
     }
@@ -50,6 +51,7 @@ pub fn handle_upgrade(mut req: Request<Incoming>, state: &AppState) -> Response<
     let shutdown = state.shutdown.clone();
     let timings = state.ws;
     state.tracker.spawn(async move {
+        let _slot = slot; // held while the client is connected
         match websocket.await {
             Ok(ws) => serve_client(ws, hub, shutdown, timings).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade did not complete"),
@@ -67,6 +69,7 @@ enum End {
     Lagged(u64),
     WriteTimeout,
     TooBig,
+    BadUtf8,
     Error(String),
 }
 
@@ -98,6 +101,7 @@ async fn serve_client(
                     // Any frame (pong included) shows the client is alive.
                     Some(Ok(_)) => silence.as_mut().reset(Instant::now() + read_timeout),
                     Some(Err(WsError::Capacity(_))) => return Err(End::TooBig),
+                    Some(Err(WsError::Utf8(_))) => return Err(End::BadUtf8),
                     Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => return Err(End::ClientClosed),
                     Some(Err(e)) => return Err(End::Error(e.to_string())),
                 },
@@ -128,6 +132,7 @@ async fn serve_client(
         End::Shutdown => Some((CloseCode::Away, "server shutting down")),
         End::Silent => Some((CloseCode::Normal, "no frame or pong within the read timeout")),
         End::TooBig => Some((CloseCode::Size, "client frames are limited to 512 bytes")),
+        End::BadUtf8 => Some((CloseCode::Invalid, "a text frame must be UTF-8")),
         End::Lagged(_) => Some((CloseCode::Again, "too slow: fell a whole alert ring behind")),
         End::ClientClosed | End::WriteTimeout | End::Error(_) => None,
     };

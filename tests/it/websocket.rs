@@ -294,3 +294,70 @@ async fn client_a_whole_alert_ring_behind_is_closed_with_1013() {
     assert!(texts < n, "the slow client was cut off early ({texts} of {n} messages)");
     assert!(d.shutdown().await);
 }
+
+/// A text frame that is not UTF-8 closes with 1007 (Invalid frame payload data), not
+/// a bare TCP close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_closes_with_1007() {
+    let d = TestDaemon::start(&["local".into()], "poll_interval_seconds = 0.5").await;
+    let mut s = raw_client(d.addr, None).await;
+    // FIN + text, masked, 2 bytes: 0xC3 0x28 is not UTF-8.
+    let mask = [1u8, 2, 3, 4];
+    let payload: Vec<u8> = [0xC3u8, 0x28].iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m).collect();
+    let mut frame = vec![0x81, 0x80 | 2];
+    frame.extend_from_slice(&mask);
+    frame.extend_from_slice(&payload);
+    s.write_all(&frame).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut bytes))
+        .await
+        .expect("server did not close")
+        .unwrap();
+    let frames = server_frames(&bytes);
+    let (op, payload) = frames.last().expect("a close frame");
+    assert_eq!(*op, 0x8, "last frame should be a close frame: {frames:?}");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1007);
+    assert!(d.shutdown().await);
+}
+
+/// `max_clients` counts WebSockets for their whole life: with 3 allowed and 3
+/// WebSockets open, the next connection gets 503 with Retry-After; closing one frees
+/// its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_hold_their_slot_until_they_close() {
+    let d = TestDaemon::start(&["local".into()], "poll_interval_seconds = 0.5\nmax_clients = 3").await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut ws = d.connect().await;
+        support::wait_metrics(&mut ws, Duration::from_secs(5), |_| true).await;
+        clients.push(ws);
+    }
+    // Any connection, REST or WebSocket, is refused before it sends a byte.
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
+        assert!(answer.contains("Retry-After: 5\r\n") && answer.ends_with("too many connections\"}\n"), "{answer}");
+    }
+    let mut first = clients.remove(0);
+    first.close(None).await.unwrap();
+    while let Some(Ok(_)) = first.next().await {}
+    // Freed: a new connection is served (no refusal waiting for it).
+    let start = Instant::now();
+    let mut s = loop {
+        let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        if tokio::time::timeout(Duration::from_millis(300), s.read(&mut byte)).await.is_err() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the closed WebSocket's slot was not freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(d.shutdown().await);
+}
