@@ -200,6 +200,13 @@ pub fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
+/// FNV-1a: a stable 64-bit hash (std's hasher is not guaranteed stable across builds,
+/// and what it names (a cut key, a webhook fingerprint, a Kafka partition) must not
+/// change when monserv is upgraded).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,13 +202,7 @@ fn split<T: for<'de> Deserialize<'de> + Default>(
     table: Option<toml::Table>,
 ) -> Result<(CommonFile, Option<T>), String> {
     let Some(mut table) = table else { return Ok((CommonFile::default(), None)) };
-    let mut common = toml::Table::new();
-    for key in ["repeat_interval", "max_per_minute", "ca_file", "danger_accept_invalid_certs"] {
-        if let Some(v) = table.remove(key) {
-            common.insert(key.into(), v);
-        }
-    }
-    let common: CommonFile = toml::Value::Table(common).try_into().map_err(|e| format!("notify.{section}: {e}"))?;
+    let common = common_from(section, split_common(&mut table))?;
     let own: T =
         toml::Value::Table(table).try_into().map_err(|e| format!("notify.{section}: {}", e.to_string().trim()))?;
     Ok((common, Some(own)))
@@ -330,7 +324,7 @@ impl NotifyConfig {
         // Kafka: KAFKA_BROKERS enables it.
         let (common, kafka) = super::kafka::resolve(f.kafka, env, secret)?;
         if let Some(sink) = kafka {
-            push("kafka", common_from(common)?, SinkKind::Kafka(Box::new(sink)))?;
+            push("kafka", common_from("kafka", common)?, SinkKind::Kafka(Box::new(sink)))?;
         }
 
         for (name, table) in [("webhook", f.webhook), ("alertmanager", f.alertmanager)] {
@@ -401,9 +395,9 @@ impl NotifyConfig {
     }
 }
 
-/// The common keys handed back by the Kafka section's own parser.
-fn common_from(t: toml::Table) -> Result<CommonFile, String> {
-    toml::Value::Table(t).try_into().map_err(|e| format!("notify.kafka: {e}"))
+/// The common keys, split off a sink's table, checked.
+fn common_from(section: &str, t: toml::Table) -> Result<CommonFile, String> {
+    toml::Value::Table(t).try_into().map_err(|e| format!("notify.{section}: {e}"))
 }
 
 /// For the Kafka section (its own module): split off the common keys.

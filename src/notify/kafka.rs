@@ -448,7 +448,7 @@ impl Producer {
         let mut by_partition: Vec<(i32, i32, Vec<Record>)> = Vec::new();
         for t in batch {
             let value = serde_json::to_vec(&payload(&self.sink, t)).map_err(|e| SendError::Permanent(e.to_string()))?;
-            let hash = t.key.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+            let hash = crate::model::fnv1a(t.key.as_bytes());
             let (partition, leader) = meta.partitions[hash as usize % meta.partitions.len()];
             match by_partition.iter_mut().find(|(p, _, _)| *p == partition) {
                 Some((_, _, records)) => records.push((t.key.clone().into_bytes(), value)),

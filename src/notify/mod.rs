@@ -90,11 +90,7 @@ impl Sink {
             SinkKind::Telegram(t) => {
                 let mut url = t.api.clone();
                 url.path = format!("{}/bot{}/sendMessage", t.api.path, t.token.expose());
-                endpoint(
-                    &url,
-                    format!("{}{}/bot***/sendMessage", t.api.to_string().trim_end_matches('/'), ""),
-                    Vec::new(),
-                )
+                endpoint(&url, format!("{}/bot***/sendMessage", t.api.to_string().trim_end_matches('/')), Vec::new())
             }
             SinkKind::Webhook(h) | SinkKind::Alertmanager(h) => endpoint(&h.url, h.url.to_string(), h.headers.clone()),
             SinkKind::Email(_) | SinkKind::Kafka(_) => None,

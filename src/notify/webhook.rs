@@ -21,10 +21,6 @@ fn rfc3339(secs: u64) -> String {
     crate::model::rfc3339_utc(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 fn labels(rule: &str, key: &str) -> serde_json::Value {
     let host = crate::store::silence::host_of(key);
     serde_json::json!({ "alertname": rule, "key": key, "host": host, "source": "monserv" })
@@ -47,7 +43,7 @@ pub fn payload(batch: &[Transition]) -> serde_json::Value {
                 "startsAt": at,
                 "endsAt": ends_at,
                 "generatorURL": "",
-                "fingerprint": format!("{:016x}", fnv1a(format!("{}\0{}", t.rule, t.key).as_bytes())),
+                "fingerprint": format!("{:016x}", crate::model::fnv1a(format!("{}\0{}", t.rule, t.key).as_bytes())),
             })
         })
         .collect();

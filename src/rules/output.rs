@@ -97,7 +97,7 @@ fn fit_key(key: String, max: usize, changed: &mut bool) -> String {
         return key;
     }
     *changed = true;
-    let hash = format!("#{:016x}", fnv1a(key.as_bytes()));
+    let hash = format!("#{:016x}", crate::model::fnv1a(key.as_bytes()));
     let keep = floor_char_boundary(&key, max.saturating_sub(hash.len()));
     format!("{}{hash}", &key[..keep])
 }
@@ -142,12 +142,6 @@ fn floor_char_boundary(s: &str, mut at: usize) -> usize {
         at -= 1;
     }
     at
-}
-
-/// FNV-1a: a stable 64-bit hash (std's hasher is not guaranteed stable across builds,
-/// and a key must not change when monserv is upgraded).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[cfg(test)]

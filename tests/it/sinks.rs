@@ -91,16 +91,13 @@ async fn slack_and_telegram_over_tls_from_go_environment_names() {
     assert!(slack.seen()[1].body["text"].as_str().unwrap().starts_with(&format!("*[RECOVERED] {host} memory")));
     assert!(telegram.seen()[1].body["text"].as_str().unwrap().starts_with(&format!("[RECOVERED] {host} memory")));
     let (_, api) = support::http_get(addr, "/api/v1/notify", &AUTH).await;
-    let (_, printed) = (
-        0,
-        std::process::Command::new(BIN)
-            .args(["--config", state.path().join("monserv.toml").to_str().unwrap(), "--print-config"])
-            .env("SLACK_WEBHOOK_URL", &slack_url)
-            .env("TELEGRAM_BOT_TOKEN", "123456:tg-secret-token")
-            .env("TELEGRAM_CHAT_ID", "-100123")
-            .output()
-            .unwrap(),
-    );
+    let printed = std::process::Command::new(BIN)
+        .args(["--config", state.path().join("monserv.toml").to_str().unwrap(), "--print-config"])
+        .env("SLACK_WEBHOOK_URL", &slack_url)
+        .env("TELEGRAM_BOT_TOKEN", "123456:tg-secret-token")
+        .env("TELEGRAM_CHAT_ID", "-100123")
+        .output()
+        .unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     let mut logged = String::new();
