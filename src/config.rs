@@ -7,6 +7,7 @@
 
 mod kafka;
 mod notify;
+mod perimeter;
 mod print;
 mod rules;
 mod target;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use kafka::{KafkaJenis, KafkaPayloadDefaults, KafkaSink};
 use notify::NotifyFile;
 pub use notify::{EmailSink, HttpSink, NotifyConfig, SinkConfig, SinkKind, SmtpTls, TelegramSink};
+pub use perimeter::{normalize_origin, split_host_port, Hosts, HttpTimings, Origins, Perimeter, ServeTls};
 use rules::RulesFile;
 pub use rules::{CompileIn, RuleLimits, RulesConfig};
 pub use target::{mask_url, parse_target, SshAuth, SshTarget, Target, TargetError, TargetKind};
@@ -130,7 +132,13 @@ struct FileConfig {
     top_processes: Option<usize>,
     max_output_bytes: Option<usize>,
     max_clients: Option<usize>,
+    max_clients_per_ip: Option<usize>,
+    allowed_origins: Option<Vec<String>>,
+    allowed_hosts: Option<Vec<String>>,
     auth_token: Option<String>,
+    generate_auth_token: Option<bool>,
+    tls: Option<perimeter::TlsFile>,
+    http: Option<HttpTimings>,
     targets: Option<Vec<TargetEntry>>,
     identity_file: Option<PathBuf>,
     state_dir: Option<PathBuf>,
@@ -179,6 +187,7 @@ pub struct Config {
     pub websocket: WsTimings,
     pub rules: RulesConfig,
     pub notify: NotifyConfig,
+    pub perimeter: Perimeter,
 }
 
 /// Where environment variables come from (the process, or a test's map).
@@ -373,12 +382,31 @@ impl Config {
             return Err(invalid("websocket.read_timeout_seconds must be longer than ping_interval_seconds"));
         }
 
+        let credential_path = |name: &str| {
+            let path = Path::new(&env.get("CREDENTIALS_DIRECTORY")?).join(name);
+            path.is_file().then_some(path)
+        };
+        let perimeter = Perimeter::resolve(
+            perimeter::PerimeterFile {
+                tls: f.tls,
+                allowed_origins: f.allowed_origins,
+                allowed_hosts: f.allowed_hosts,
+                max_clients_per_ip: f.max_clients_per_ip,
+                http: f.http,
+                generate_auth_token: f.generate_auth_token,
+            },
+            env,
+            max_clients,
+            &credential_path,
+        )
+        .map_err(invalid)?;
         let secret = |name: &str| env.get(name).or_else(|| credential(&name.to_ascii_lowercase()));
         let notify = NotifyConfig::resolve(f.notify.unwrap_or_default(), env, &secret).map_err(invalid)?;
         let rules = RulesConfig::from_file(f.rules.unwrap_or_default(), state_dir.join("rules"), poll_interval)
             .map_err(invalid)?;
 
         Ok(Config {
+            perimeter,
             rules,
             notify,
             websocket,

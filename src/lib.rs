@@ -179,9 +179,48 @@ impl Daemon {
         let poller = poll::Poller::new(targets, spec, config.poll_interval, config.host_timeout, publish);
         let heartbeat = poller.heartbeat.clone();
         tracker.spawn(poller.run(shutdown.clone()));
+        let perimeter = &config.perimeter;
+        let tls = match &perimeter.tls {
+            None => None,
+            Some(files) => {
+                let tls = http::serve_tls::ServingTls::load(files).map_err(StartError::Target)?;
+                tracker.spawn(tls.clone().watch(shutdown.clone()));
+                Some(tls)
+            }
+        };
+        // Descriptors kept for everything but clients: what is open now (runtime,
+        // store, rules watcher), sockets to hosts and sinks, the compiler child's
+        // pipes, /proc and rule files being read, TLS refusals in flight.
+        let reserve = http::limits::open_descriptors()
+            + 64
+            + 2 * config.targets.len() as u64
+            + 2 * config.notify.sink_names().len() as u64;
+        let max_clients = http::limits::fit_to_descriptors(config.max_clients, reserve).map_err(StartError::Target)?;
+        let limits = http::Limits { max_clients, per_ip: perimeter.max_clients_per_ip.min(max_clients) };
+        let auth_token = match (&config.auth_token, perimeter.generate_auth_token) {
+            (Some(token), _) => Some(token.clone()),
+            (None, false) => None,
+            (None, true) => {
+                let dir = config.state_dir.clone();
+                let (token, path, created) = tokio::task::spawn_blocking(move || store::token::load_or_create(&dir))
+                    .await
+                    .map_err(|e| StartError::Internal(e.to_string()))?
+                    .map_err(|e| StartError::Target(format!("generate_auth_token: {e}")))?;
+                if created {
+                    tracing::warn!(path = %path.display(), "no auth_token configured: generated one (mode 0600); clients need it as ?token= or Authorization: Bearer");
+                } else {
+                    tracing::info!(path = %path.display(), "using the generated auth token");
+                }
+                Some(token)
+            }
+        };
         let state = Arc::new(http::AppState {
+            gate: http::origin::Gate::new(perimeter),
+            throttle: http::limits::AuthThrottle::new(perimeter.http.auth_failures_per_minute),
+            http: perimeter.http,
+            tls,
             hub: hub.clone(),
-            auth_token: config.auth_token.clone(),
+            auth_token,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             started: std::time::Instant::now(),
@@ -190,7 +229,7 @@ impl Daemon {
             rules: http::rules_api::RulesApi { engine: engine.clone(), dir: rules_dir },
             notifier,
         });
-        tracker.spawn(http::serve(listener, state, config.max_clients));
+        tracker.spawn(http::serve(listener, state, limits));
         let notifier = systemd::Notifier::from_env().map(Arc::new);
         if let Some(n) = &notifier {
             n.notify(&format!("READY=1\nSTATUS=serving {} targets on {addr}", config.targets.len()));
@@ -202,7 +241,8 @@ impl Daemon {
             }
         }
         tracker.close();
-        tracing::info!(%addr, targets = config.targets.len(), interval = ?config.poll_interval, "monserv listening");
+        let scheme = if config.perimeter.tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, targets = config.targets.len(), interval = ?config.poll_interval, "monserv listening");
         Ok(Daemon { addr, shutdown, tracker, hub, rules: engine, notifier })
     }
 

@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod silence;
+pub mod token;
 
 use std::fs;
 use std::io::Write;

@@ -1,9 +1,12 @@
-//! TLS for monserv's own connections out (notifiers): rustls on aws-lc-rs, the crypto
-//! library russh already links, so the binary carries one crypto implementation.
+//! TLS: monserv's connections out (notifiers) and its own `https://`/`wss://` port.
+//! rustls on aws-lc-rs, the crypto library russh already links, so the binary carries
+//! one crypto implementation.
 //!
-//! Trust comes from the system bundle (when the image has one) plus an optional plant
-//! CA file. Skipping verification exists only as `danger_accept_invalid_certs`, which
-//! logs a warning at every start.
+//! Going out, trust comes from the system bundle (when the image has one) plus an
+//! optional plant CA file. Skipping verification exists only as
+//! `danger_accept_invalid_certs`, which logs a warning at every start. Serving, the
+//! certificate and key come from PEM files ([`server_config`]), with optional client
+//! certificates (mTLS) verified against a plant CA.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,13 +39,15 @@ pub enum TlsError {
     NoRoots,
     #[error("{0}")]
     Rustls(String),
+    #[error("{what} {path}: {reason}")]
+    ServeFile { what: &'static str, path: String, reason: String },
 }
 
 /// The aws-lc-rs provider, cut to what a client of plant and public services needs:
 /// AES-GCM and ChaCha20 suites, X25519 and P-256/P-384 key exchange, RSA, ECDSA
 /// P-256/P-384 and Ed25519 certificates. Left out (binary size on the appliance):
-/// post-quantum ML-KEM groups and ML-DSA certificates, P-521, and private-key loading
-/// (no client certificates).
+/// post-quantum ML-KEM groups and ML-DSA certificates, P-521, and the key provider
+/// (no client certificates going out; serving loads its key in [`server_config`]).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::aws_lc_rs::{cipher_suite as cs, kx_group};
     Arc::new(rustls::crypto::CryptoProvider {
@@ -221,5 +226,142 @@ impl ServerCertVerifier for AcceptAnything {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The certificate chain, key and (for mTLS) client CAs, as PEM bytes.
+pub struct ServePem<'a> {
+    pub cert: &'a [u8],
+    pub key: &'a [u8],
+    pub client_ca: Option<&'a [u8]>,
+}
+
+fn serve_err(what: &'static str) -> impl Fn(String) -> TlsError {
+    move |reason| TlsError::ServeFile { what, path: String::new(), reason }
+}
+
+/// A server configuration for `pem`: HTTP/1.1 only, TLS 1.2 and 1.3, the key checked
+/// against the certificate, client certificates required when `client_ca` is given.
+/// Errors name the part that is wrong (`path` is filled in by the caller).
+pub fn server_config(pem: &ServePem<'_>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    use rustls::pki_types::PrivateKeyDer;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| serve_err("certificate file")(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(serve_err("certificate file")("no PEM certificate in it".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(pem.key).map_err(|e| serve_err("key file")(e.to_string()))?;
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
+        .map_err(|e| serve_err("key file")(format!("unsupported key: {e}")))?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing);
+    certified.keys_match().map_err(|e| serve_err("key file")(format!("does not match the certificate: {e}")))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let builder = match pem.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca) {
+                let cert = cert.map_err(|e| serve_err("client CA file")(e.to_string()))?;
+                roots.add(cert).map_err(|e| serve_err("client CA file")(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(serve_err("client CA file")("no PEM certificate in it".into()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| serve_err("client CA file")(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let resolver = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The subject's common name (OID 2.5.4.3) of a DER certificate, for audit lines.
+/// A small DER walk: Certificate -> tbsCertificate -> subject -> RDNs.
+pub fn subject_common_name(der: &[u8]) -> Option<String> {
+    /// (tag, contents, rest) of the DER element at the start of `b`.
+    fn element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, b) = b.split_first()?;
+        let (&first, mut b) = b.split_first()?;
+        let len = if first < 0x80 {
+            first as usize
+        } else {
+            let n = (first & 0x7f) as usize;
+            if n == 0 || n > 4 || b.len() < n {
+                return None;
+            }
+            let len = b[..n].iter().fold(0usize, |acc, &x| (acc << 8) | x as usize);
+            b = &b[n..];
+            len
+        };
+        (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+    }
+    let (_, cert, _) = element(der)?;
+    let (_, mut tbs, _) = element(cert)?;
+    // [0] version (optional), serial, signature algorithm, issuer, validity, subject.
+    let (tag, _, rest) = element(tbs)?;
+    if tag == 0xa0 {
+        tbs = rest;
+    }
+    for _ in 0..4 {
+        tbs = element(tbs)?.2;
+    }
+    let (_, mut rdns, _) = element(tbs)?;
+    while !rdns.is_empty() {
+        let (_, set, rest) = element(rdns)?;
+        rdns = rest;
+        let (_, attr, _) = element(set)?;
+        let (_, oid, value) = element(attr)?;
+        if oid == [0x55, 0x04, 0x03] {
+            let (_, text, _) = element(value)?;
+            let name = String::from_utf8_lossy(text);
+            return Some(name.chars().filter(|c| !c.is_control()).take(128).collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj
+    /// "/O=Plant/CN=operator-7" -days 1 -nodes`, base64 of the DER.
+    const OPERATOR_CERT: &str = include_str!("../tests/fixtures/tls/operator-7.b64");
+
+    #[test]
+    fn common_name_of_a_real_certificate() {
+        let der: Vec<u8> = decode_base64(OPERATOR_CERT);
+        assert_eq!(subject_common_name(&der).as_deref(), Some("operator-7"));
+        assert_eq!(subject_common_name(&der[..40]), None);
+        assert_eq!(subject_common_name(b""), None);
+    }
+
+    fn decode_base64(text: &str) -> Vec<u8> {
+        let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0);
+        for c in text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+            let v = table.iter().position(|&t| t == c).unwrap() as u32;
+            acc = (acc << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn bad_server_files_are_named() {
+        let e = server_config(&ServePem { cert: b"nothing", key: b"", client_ca: None }).unwrap_err().to_string();
+        assert!(e.contains("certificate file"), "{e}");
     }
 }

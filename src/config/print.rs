@@ -18,8 +18,12 @@ impl Config {
             top_processes: usize,
             max_output_bytes: usize,
             max_clients: usize,
+            max_clients_per_ip: usize,
+            allowed_origins: Vec<String>,
+            allowed_hosts: Vec<String>,
             #[serde(skip_serializing_if = "Option::is_none")]
             auth_token: Option<&'static str>,
+            generate_auth_token: bool,
             targets: Vec<String>,
             state_dir: String,
             known_hosts: String,
@@ -28,10 +32,20 @@ impl Config {
             reconnect_max_seconds: f64,
             thresholds: Thresholds,
             websocket: WsTimings,
+            http: super::HttpTimings,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tls: Option<toml::Table>,
             rules: super::rules::PrintRules,
             notify: toml::Table,
         }
+        let (tls, allowed_origins, allowed_hosts) = self.perimeter.printable();
         let p = Printable {
+            max_clients_per_ip: self.perimeter.max_clients_per_ip,
+            allowed_origins,
+            allowed_hosts,
+            generate_auth_token: self.perimeter.generate_auth_token,
+            http: self.perimeter.http,
+            tls,
             rules: self.rules.printable(),
             notify: self.notify.printable(),
             websocket: self.websocket,

@@ -20,7 +20,7 @@ use hyper_tungstenite::HyperWebsocketStream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::{authorized, json_error, unauthorized, AppState, Body};
+use super::{json_error, AppState, Body};
 use crate::config::WsTimings;
 
 pub const MAX_CLIENT_FRAME: usize = 512;
@@ -37,9 +37,6 @@ fn ws_config() -> WebSocketConfig {
 }
 
 pub fn handle_upgrade(mut req: Request<Incoming>, state: &AppState, slot: super::Slot) -> Response<Body> {
-    if !authorized(&req, state) {
-        return unauthorized();
-    }
     if !hyper_tungstenite::is_upgrade_request(&req) {
         return json_error(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     }

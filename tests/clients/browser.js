@@ -2,6 +2,10 @@
 //   node browser.js seed URL_OF_PAGE N    -> the seed's HTML page: wait for N server cards
 //   node browser.js builtin URL_OF_PAGE N -> monserv's own page at /
 //   node browser.js active URL_OF_PAGE N  -> monserv's own page: N active alerts listed
+//   node browser.js probe URL_OF_PAGE     -> a page that sets window.__result: print it
+//   node browser.js status URL            -> the HTTP status of loading URL
+// `rebind.test` resolves to 127.0.0.1 (a DNS-rebinding stand-in); SPKI=<base64 sha256>
+// trusts that one server key (a test CA for Chromium without an NSS database).
 // Prints one JSON line when the cards are there, then one when an alert shows up
 // (`active`: one line with the active alerts' subjects).
 const { chromium } = require("playwright-core");
@@ -10,16 +14,26 @@ const [mode, url, count] = process.argv.slice(2);
 const expected = Number(count);
 
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
-  });
+  const args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                "--host-resolver-rules=MAP rebind.test 127.0.0.1"];
+  if (process.env.SPKI) args.push("--ignore-certificate-errors-spki-list=" + process.env.SPKI);
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args });
   const errors = [];
   try {
     const page = await browser.newPage();
     page.on("pageerror", (e) => errors.push(String(e)));
+    if (mode === "status") {
+      const response = await page.goto(url);
+      console.log(JSON.stringify({ event: "status", status: response.status(), body: await response.text() }));
+      return;
+    }
     await page.goto(url);
+    if (mode === "probe") {
+      await page.waitForFunction(() => window.__result !== undefined, null, { timeout: 20000 });
+      console.log(JSON.stringify({ event: "probe", result: await page.evaluate(() => window.__result), errors }));
+      return;
+    }
     if (mode === "active") {
       const sel = "#active .firing strong";
       await page.waitForFunction(([sel, n]) => document.querySelectorAll(sel).length === n, [sel, expected], { timeout: 20000 });

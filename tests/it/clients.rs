@@ -14,12 +14,12 @@ use crate::support::{self, BusyBoxHost, Sshd, TestDaemon};
 
 const SEED_URL: &str = "ws://localhost:18904/ws";
 
-fn clients_dir() -> PathBuf {
+pub(crate) fn clients_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
 /// The seed file with only its URL pointed at the test daemon.
-fn seed_copy(name: &str, url: &str, dir: &tempfile::TempDir) -> PathBuf {
+pub(crate) fn seed_copy(name: &str, url: &str, dir: &tempfile::TempDir) -> PathBuf {
     let text = std::fs::read_to_string(clients_dir().join(name)).unwrap();
     assert!(text.contains(SEED_URL), "{name} no longer holds the seed URL");
     let path = dir.path().join(name);
@@ -28,13 +28,13 @@ fn seed_copy(name: &str, url: &str, dir: &tempfile::TempDir) -> PathBuf {
 }
 
 /// Lines of a child's stdout, read on a thread so the test can time out.
-struct Lines {
+pub(crate) struct Lines {
     child: Child,
     rx: mpsc::Receiver<String>,
 }
 
 impl Lines {
-    fn spawn(cmd: &mut Command) -> Lines {
+    pub(crate) fn spawn(cmd: &mut Command) -> Lines {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -54,7 +54,7 @@ impl Lines {
     }
 
     /// Wait for a line satisfying `pred`; all lines seen are returned on failure.
-    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
         let deadline = std::time::Instant::now() + timeout;
         let mut seen = Vec::new();
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
@@ -76,10 +76,15 @@ impl Drop for Lines {
 }
 
 async fn daemon_with_two_hosts() -> (Sshd, BusyBoxHost, TestDaemon) {
+    daemon_with_two_hosts_and("").await
+}
+
+/// As above, with extra top-level configuration lines.
+async fn daemon_with_two_hosts_and(extra: &str) -> (Sshd, BusyBoxHost, TestDaemon) {
     let sshd = Sshd::start();
     let bb = BusyBoxHost::start("bb-plc-03");
-    let d = TestDaemon::start(&[sshd.url_password(), bb.url()], "poll_interval_seconds = 1\n[rules]\nbuiltin = false")
-        .await;
+    let config = format!("poll_interval_seconds = 1\n{extra}\n[rules]\nbuiltin = false");
+    let d = TestDaemon::start(&[sshd.url_password(), bb.url()], &config).await;
     let mut ws = d.connect().await;
     support::wait_metrics(&mut ws, Duration::from_secs(20), |d| {
         d.as_object().is_some_and(|o| o.values().all(|m| m["status"] == "online"))
@@ -128,7 +133,7 @@ async fn seed_node_client() {
 }
 
 /// The browser's first report: one card per host, named by the hosts' real names.
-fn wait_for_cards(b: &mut Lines) -> Value {
+pub(crate) fn wait_for_cards(b: &mut Lines) -> Value {
     let line = b.wait_for(Duration::from_secs(60), |l| l.contains("\"metrics\""));
     let v: Value = serde_json::from_str(&line).unwrap();
     let mut names: Vec<String> =
@@ -146,20 +151,31 @@ fn wait_for_alert(b: &mut Lines) -> Value {
 }
 
 fn browser(mode: &str, url: &str) -> Lines {
+    browser_with(mode, url, 2, &[])
+}
+
+/// The Chromium driver expecting `hosts` cards, with extra environment (`SPKI`: a
+/// server key to trust).
+pub(crate) fn browser_with(mode: &str, url: &str, hosts: usize, env: &[(&str, &str)]) -> Lines {
     Lines::spawn(
         Command::new("node")
             .arg(clients_dir().join("browser.js"))
-            .args([mode, url, "2"])
+            .args([mode, url, &hosts.to_string()])
+            .envs(env.iter().copied())
             .env("NODE_PATH", clients_dir().join("node_modules")),
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_browser_page_in_chromium() {
-    let (_sshd, _bb, d) = daemon_with_two_hosts().await;
+    // The page as an operator would host it: on its own web server, an origin listed
+    // in allowed_origins (a page from any other origin is refused: tests/it/perimeter.rs).
+    let site = support::Site::start().await;
+    let (_sshd, _bb, d) = daemon_with_two_hosts_and(&format!("allowed_origins = [{:?}]", site.origin)).await;
     let dir = tempfile::tempdir().unwrap();
     let page = seed_copy("seed_page.html", &d.ws_url(), &dir);
-    let mut b = browser("seed", &format!("file://{}", page.display()));
+    site.set_page(&std::fs::read_to_string(&page).unwrap());
+    let mut b = browser("seed", &format!("{}/seed_page.html", site.origin));
     let v = wait_for_cards(&mut b);
     assert!(v["extra"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().starts_with("Memory: ")), "{v}");
     alert(&d, "[ALERT] bb-plc-03 CPU high");

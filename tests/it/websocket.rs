@@ -355,7 +355,7 @@ async fn websockets_hold_their_slot_until_they_close() {
         assert!(start.elapsed() < Duration::from_secs(5), "the closed WebSocket's slot was not freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));

@@ -261,3 +261,48 @@ pub async fn sink_status(addr: SocketAddr, token: &str, name: &str) -> Value {
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     v["data"]["sinks"].as_array().into_iter().flatten().find(|s| s["name"] == name).cloned().unwrap_or(Value::Null)
 }
+
+/// A web page served from its own loopback origin (`http://127.0.0.1:<port>`), for
+/// browser tests of what pages from other origins may do. Any path gets the page.
+pub struct Site {
+    pub origin: String,
+    page: std::sync::Arc<std::sync::Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Site {
+    pub async fn start() -> Site {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let page: std::sync::Arc<std::sync::Mutex<String>> = Default::default();
+        let shared = page.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let page = shared.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let _ = s.read(&mut buf).await;
+                    let body = page.lock().unwrap().clone();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        Site { origin, page, task }
+    }
+
+    pub fn set_page(&self, html: &str) {
+        *self.page.lock().unwrap() = html.to_string();
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

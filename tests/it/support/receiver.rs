@@ -94,6 +94,55 @@ impl TestCa {
         TestCa { ca: p("ca.pem"), cert: p("server.pem"), key: p("server.key"), dir }
     }
 
+    /// Another certificate from this CA (P-256): `<name>.pem` and `<name>.key`, with
+    /// `ext` as its extensions (e.g. a server's SANs, or `extendedKeyUsage=clientAuth`).
+    pub fn issue(&self, name: &str, cn: &str, ext: &str) -> (PathBuf, PathBuf) {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl").args(args).current_dir(self.dir.path()).output().unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let (key, csr, pem, cnf) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.cnf"));
+        let subj = format!("/CN={cn}");
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &subj,
+        ]);
+        std::fs::write(self.dir.path().join(&cnf), ext).unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &cnf,
+        ]);
+        (self.dir.path().join(pem), self.dir.path().join(key))
+    }
+
+    /// A server certificate for localhost and 127.0.0.1.
+    pub const SERVER_EXT: &'static str =
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n";
+
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
