@@ -5,6 +5,8 @@
 //! cargo build --release --bins --examples
 //! target/release/examples/bench fanout 100 1000   # snapshot-ready -> frame-received latency
 //! target/release/examples/bench idle-rss 1000     # RSS per idle connected client (real binary)
+//! target/release/examples/bench idle-rss-tls 1000 # the same over wss:// (ECDSA P-256 certificate)
+//! target/release/examples/bench tls-handshake 500 # full handshakes: latency and daemon CPU each
 //! target/release/examples/bench poll 1 50         # wall and CPU per host per poll, both sides
 //! target/release/examples/bench compile-bomb stack # peak RSS compiling a worst-case function
 //! target/release/examples/bench cadence ws://127.0.0.1:18904/ws 60  # metrics_update gaps at a client
@@ -61,6 +63,16 @@ async fn main() {
                 idle_rss(n).await
             }
         }
+        Some("idle-rss-tls") => {
+            for n in numbers() {
+                tls::idle_rss(n).await
+            }
+        }
+        Some("tls-handshake") => {
+            for n in numbers() {
+                tls::handshakes(n).await
+            }
+        }
         Some("rules") => {
             for n in numbers() {
                 rules(n).await
@@ -75,7 +87,7 @@ async fn main() {
             }
         }
         _ => eprintln!(
-            "usage: bench fanout N... | idle-rss N... | poll TARGETS... | rules HOSTS... | swap | compile-bomb SHAPE | cadence WS_URL SECONDS"
+            "usage: bench fanout N... | idle-rss N... | idle-rss-tls N... | tls-handshake N... | poll TARGETS... | rules HOSTS... | swap | compile-bomb SHAPE | cadence WS_URL SECONDS"
         ),
     }
 }
@@ -192,6 +204,7 @@ async fn idle_rss(clients: usize) {
         .env("SERVER_PORT", port.to_string())
         .env("LISTEN_ADDRESS", "127.0.0.1")
         .env("MONSERV_LOG", "warn")
+        .env("MAX_CLIENTS_PER_IP", "4096")
         .env_remove("SERVERS")
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e} (cargo build --release first)", bin.display()));
@@ -515,4 +528,128 @@ async fn cadence(url: &str, seconds: u64) {
         ms(percentile(&gaps, 0.99)),
         ms(*gaps.last().unwrap())
     );
+}
+
+/// `https://` and `wss://` costs: the real binary with a test CA's certificate.
+mod tls {
+    use super::*;
+    use support::receiver::TestCa;
+    use tokio_rustls::client::TlsStream;
+
+    fn start(ca: &TestCa) -> (std::process::Child, u16) {
+        let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("monserv");
+        let port = support::hosts::free_port();
+        let child = std::process::Command::new(&bin)
+            .env("SERVER_PORT", port.to_string())
+            .env("LISTEN_ADDRESS", "127.0.0.1")
+            .env("MONSERV_LOG", "warn")
+            .env("MAX_CLIENTS_PER_IP", "4096")
+            .env("TLS_CERT_FILE", &ca.cert)
+            .env("TLS_KEY_FILE", &ca.key)
+            .env_remove("SERVERS")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (cargo build --release first)", bin.display()));
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (child, port)
+    }
+
+    fn connector(ca: &TestCa) -> tokio_rustls::TlsConnector {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(&ca.ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        // Every connection a full handshake: no session resumption.
+        config.resumption = rustls::client::Resumption::disabled();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    async fn handshake(c: &tokio_rustls::TlsConnector, port: u16) -> TlsStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        c.connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+    }
+
+    fn cpu_of(pid: u32) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as f64
+    }
+
+    /// N full TLS 1.3 handshakes plus one request each, one after another.
+    pub async fn handshakes(n: usize) {
+        for (name, ca) in [("ECDSA P-256", TestCa::new()), ("RSA 2048", TestCa::rsa())] {
+            let (mut child, port) = start(&ca);
+            let c = connector(&ca);
+            drop(handshake(&c, port).await);
+            let cpu_before = cpu_of(child.id());
+            let mut times = Vec::with_capacity(n);
+            for _ in 0..n {
+                let start = Instant::now();
+                let mut s = handshake(&c, port).await;
+                times.push(start.elapsed());
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+                let mut buf = Vec::new();
+                let _ = s.read_to_end(&mut buf).await;
+            }
+            let cpu = cpu_of(child.id()) - cpu_before;
+            times.sort();
+            println!(
+                "| {name} | {n} | p50 {} | p99 {} | daemon CPU {:.2} ms per handshake + request |",
+                ms(percentile(&times, 0.5)),
+                ms(percentile(&times, 0.99)),
+                cpu * 1000.0 / n as f64
+            );
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+
+    /// RSS before and after N idle wss:// clients.
+    pub async fn idle_rss(clients: usize) {
+        let ca = TestCa::new();
+        let (mut child, port) = start(&ca);
+        let c = connector(&ca);
+        let url = format!("wss://localhost:{port}/ws");
+        let connect = || async {
+            let tls = handshake(&c, port).await;
+            tokio_tungstenite::client_async(url.clone(), tls).await.unwrap().0
+        };
+        let mut warm = Vec::new();
+        for _ in 0..20 {
+            warm.push(connect().await);
+        }
+        drop(warm);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = rss_of(child.id());
+        let mut conns = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            conns.push(connect().await);
+        }
+        let end = Instant::now() + Duration::from_secs(9);
+        while Instant::now() < end {
+            for c in conns.iter_mut() {
+                while let Ok(Some(_)) = tokio::time::timeout(Duration::from_micros(10), c.next()).await {}
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let after = rss_of(child.id());
+        println!(
+            "| idle wss clients | {clients} | RSS before {:.1} MiB | after {:.1} MiB | {:.1} KiB per client |",
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            (after.saturating_sub(before)) as f64 / clients as f64 / 1024.0
+        );
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = child.wait();
+    }
 }

@@ -23,7 +23,7 @@ start=$(date +%s)
 # Without unwind tables (see image/discard-eh-frame.ld); MONSERV_KEEP_UNWIND=1 keeps them.
 if [ -z "${MONSERV_KEEP_UNWIND:-}" ]; then
     flags_var="CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
-    export "$flags_var=-C link-arg=-Wl,-T,$PWD/image/discard-eh-frame.ld"
+    export "$flags_var=-C link-arg=-Wl,-T,$PWD/image/discard-eh-frame.ld ${MONSERV_EXTRA_LINK:-}"
 fi
 cargo zigbuild --locked --profile appliance --target "$zig_target" --bin monserv
 bin="target/$target/appliance/monserv"

@@ -6,7 +6,8 @@
 //! rules, then alert once, recover once, committed to [`store`]) -> [`hub`] (serialized
 //! once) -> [`http`] (`/ws` clients, REST, the web page) and [`notify`] (email, Slack,
 //! Telegram, Kafka, webhook, Alertmanager, from the store's outbox). [`model`] holds the
-//! wire types, [`store`] what must survive a restart, [`tls`] the one TLS client setup.
+//! wire types, [`store`] what must survive a restart, [`tls`] the one TLS setup (out
+//! to notifiers, in for `https://` and `wss://`).
 //!
 //! Layout:
 //! - `config`: TOML + Go MonServ environment variables, validated up front.
@@ -14,9 +15,10 @@
 //!   pure parsers `parse`, `agent_json` and `sample`.
 //! - `poll`: the round loop. `rules/`: `validate`, `sandbox`, `convert`, `output`,
 //!   `alert` (firing state), `engine`, `runner`, `loader`. `store/`: `alerts` (active,
-//!   history, outbox), `silence`. `hub`: fan-out. `notify/`: the delivery loop and one
-//!   module per kind of sink. `http/`: `ws`, `api`, `alerts_api`, `silences_api`,
-//!   `rules_api`, `openapi`, `page`.
+//!   history, outbox), `silence`, `token`. `hub`: fan-out. `notify/`: the delivery loop
+//!   and one module per kind of sink. `http/`: `ws`, `api`, `alerts_api`,
+//!   `silences_api`, `rules_api`, `openapi`, `page`, and the perimeter: `origin`,
+//!   `limits`, `conn_io`, `serve_tls`.
 //! - [`Daemon`]: wires it together; `main.rs` adds arguments (`args`), signals and exit codes.
 
 // One reviewed exception: loading our own compiler child's artifact

@@ -36,6 +36,8 @@ struct Vm {
     _secrets: tempfile::TempDir,
     port: u16,
     started: Instant,
+    /// The REST and `/ws` token: the one given, or read back after a first boot.
+    token: String,
 }
 
 impl Vm {
@@ -50,12 +52,19 @@ impl Vm {
     /// command line, the password would show up in the process lists that monitored
     /// hosts (this machine, for other tests) report.
     fn boot_with(servers: &str, cmdline: &str, state: Option<&Path>) -> Vm {
+        Self::boot_token(servers, cmdline, state, Some(TOKEN))
+    }
+
+    /// As `boot_with`; with no token the image generates one on first boot.
+    fn boot_token(servers: &str, cmdline: &str, state: Option<&Path>, token: Option<&str>) -> Vm {
         let image = image_dir();
         let port = free_port();
         let console = tempfile::NamedTempFile::new().unwrap();
         let secrets = tempfile::tempdir().unwrap();
         std::fs::write(secrets.path().join("servers"), servers).unwrap();
-        std::fs::write(secrets.path().join("auth_token"), TOKEN).unwrap();
+        if let Some(token) = token {
+            std::fs::write(secrets.path().join("auth_token"), token).unwrap();
+        }
         let mut cmd = Command::new("qemu-system-aarch64");
         cmd.args(["-M", "virt", "-cpu", "cortex-a53", "-m", "512", "-nographic", "-no-reboot"])
             .arg("-kernel")
@@ -69,7 +78,7 @@ impl Vm {
                 "-device",
                 "virtio-net-pci,netdev=n0,romfile=",
             ]);
-        for name in ["servers", "auth_token"] {
+        for name in ["servers", "auth_token"].into_iter().filter(|n| secrets.path().join(n).exists()) {
             cmd.arg("-fw_cfg").arg(format!("name=opt/monserv/{name},file={}", secrets.path().join(name).display()));
         }
         if let Some(disk) = state {
@@ -81,7 +90,8 @@ impl Vm {
             .stderr(Stdio::null())
             .spawn()
             .expect("qemu-system-aarch64 (Debian package qemu-system-arm)");
-        Vm { child, console, _secrets: secrets, port, started: Instant::now() }
+        let token = token.unwrap_or_default().to_string();
+        Vm { child, console, _secrets: secrets, port, started: Instant::now(), token }
     }
 
     fn addr(&self) -> std::net::SocketAddr {
@@ -89,14 +99,14 @@ impl Vm {
     }
 
     async fn put_rule(&self, name: &str, wasm: &[u8]) -> (u16, String) {
-        let auth = format!("Bearer {TOKEN}");
+        let auth = format!("Bearer {}", self.token);
         support::http_send(self.addr(), "PUT", &format!("/api/v1/rules/{name}"), &[("Authorization", &auth)], wasm)
             .await
     }
 
     /// `GET /api/v1/rules`: the rule named `name`, if loaded.
     async fn rule(&self, name: &str) -> Option<Value> {
-        let auth = format!("Bearer {TOKEN}");
+        let auth = format!("Bearer {}", self.token);
         let (status, body) = support::http_get(self.addr(), "/api/v1/rules", &[("Authorization", &auth)]).await;
         assert_eq!(status, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
@@ -121,7 +131,7 @@ impl Vm {
     }
 
     async fn connect(&self) -> support::Ws {
-        let url = format!("ws://127.0.0.1:{}/ws?token={TOKEN}", self.port);
+        let url = format!("ws://127.0.0.1:{}/ws?token={}", self.port, self.token);
         loop {
             if let Ok(Ok((ws, _))) =
                 tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(&url)).await
@@ -268,9 +278,29 @@ async fn appliance_bad_config_exits_78_and_is_not_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appliance_glibc_build_serves_metrics() {
     // The same image runs the glibc build (image/build-aarch64.sh gnu) on Debian's glibc.
+    // First boot with no token given: the image generates one (generate_auth_token in
+    // its monserv.toml), 0600 on the state partition, and the API is closed without it.
     let sshd = Sshd::start();
     let (url, key) = ssh_target(&sshd);
-    let vm = Vm::boot_with(&url, "monserv.binary=gnu", None);
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("state.img");
+    std::fs::copy(image_dir().join("state.img"), &state).unwrap();
+    let mut vm = Vm::boot_token(&url, "monserv.binary=gnu", Some(&state), None);
+    let console = vm.wait_console("no auth_token configured: generated one", Duration::from_secs(120)).await;
+    assert!(console.contains("/var/lib/monserv/auth_token"), "{console}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = support::http_get(vm.addr(), "/api/v1/health", &[]).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no API; console:\n{}", vm.console());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(support::http_get(vm.addr(), "/api/v1/servers", &[]).await.0, 401);
+    vm.token = read_from_image(&state, "/auth_token").trim().to_string();
+    assert_eq!(vm.token.len(), 48, "{:?}", vm.token);
+    assert!(!vm.console().contains(&vm.token), "the token reached the console");
     let mut ws = vm.connect().await;
     let data = support::wait_metrics(&mut ws, Duration::from_secs(60), |d| {
         d["local"]["status"] == "online" && d[&key]["status"] == "online"
