@@ -597,7 +597,9 @@ mod tls {
                 let mut s = handshake(&c, port).await;
                 times.push(start.elapsed());
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+                s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .await
+                    .unwrap();
                 let mut buf = Vec::new();
                 let _ = s.read_to_end(&mut buf).await;
             }
@@ -609,7 +611,10 @@ mod tls {
                 ms(percentile(&times, 0.99)),
                 cpu * 1000.0 / n as f64
             );
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let _ = child.wait();
         }
     }
@@ -649,7 +654,8 @@ mod tls {
             after as f64 / 1048576.0,
             (after.saturating_sub(before)) as f64 / clients as f64 / 1024.0
         );
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
         let _ = child.wait();
     }
 }

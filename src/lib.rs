@@ -72,6 +72,52 @@ impl StartError {
     }
 }
 
+/// What the HTTP server needs from the configuration and the machine before it runs.
+struct Perimeter {
+    tls: Option<Arc<http::serve_tls::ServingTls>>,
+    limits: http::Limits,
+    auth_token: Option<config::Secret>,
+}
+
+impl Perimeter {
+    /// Load the certificate, fit `max_clients` to the descriptor limit, find or make
+    /// the token.
+    async fn prepare(config: &Config) -> Result<Perimeter, StartError> {
+        let perimeter = &config.perimeter;
+        let tls = match &perimeter.tls {
+            None => None,
+            Some(files) => Some(http::serve_tls::ServingTls::load(files).map_err(StartError::Target)?),
+        };
+        // Descriptors kept for everything but clients: what is open now (runtime,
+        // listener), the store, the rules watcher, sockets to hosts and sinks, the
+        // compiler child's pipes, /proc and rule files being read, TLS refusals.
+        let reserve = http::limits::open_descriptors()
+            + 96
+            + 2 * config.targets.len() as u64
+            + 2 * config.notify.sink_names().len() as u64;
+        let max_clients = http::limits::fit_to_descriptors(config.max_clients, reserve).map_err(StartError::Target)?;
+        let limits = http::Limits { max_clients, per_ip: perimeter.max_clients_per_ip.min(max_clients) };
+        let auth_token = match (&config.auth_token, perimeter.generate_auth_token) {
+            (Some(token), _) => Some(token.clone()),
+            (None, false) => None,
+            (None, true) => {
+                let dir = config.state_dir.clone();
+                let (token, path, created) = tokio::task::spawn_blocking(move || store::token::load_or_create(&dir))
+                    .await
+                    .map_err(|e| StartError::Internal(e.to_string()))?
+                    .map_err(|e| StartError::Target(format!("generate_auth_token: {e}")))?;
+                if created {
+                    tracing::warn!(path = %path.display(), "no auth_token configured: generated one (mode 0600); clients need it as ?token= or Authorization: Bearer");
+                } else {
+                    tracing::info!(path = %path.display(), "using the generated auth token");
+                }
+                Some(token)
+            }
+        };
+        Ok(Perimeter { tls, limits, auth_token })
+    }
+}
+
 /// A running monserv: the poll loop and the HTTP server, owned by one tracker.
 pub struct Daemon {
     addr: SocketAddr,
@@ -91,6 +137,9 @@ impl Daemon {
         let addr =
             listener.local_addr().map_err(|e| StartError::Bind { addr: config.listen, reason: e.to_string() })?;
 
+        // The perimeter first: a bad certificate or state directory fails the start
+        // before any task runs.
+        let Perimeter { tls, limits, auth_token } = Perimeter::prepare(&config).await?;
         let known_hosts = Arc::new(KnownHosts::new(&config.known_hosts, config.host_key_policy));
         let mut targets = Vec::with_capacity(config.targets.len());
         for t in &config.targets {
@@ -181,45 +230,13 @@ impl Daemon {
         let poller = poll::Poller::new(targets, spec, config.poll_interval, config.host_timeout, publish);
         let heartbeat = poller.heartbeat.clone();
         tracker.spawn(poller.run(shutdown.clone()));
-        let perimeter = &config.perimeter;
-        let tls = match &perimeter.tls {
-            None => None,
-            Some(files) => {
-                let tls = http::serve_tls::ServingTls::load(files).map_err(StartError::Target)?;
-                tracker.spawn(tls.clone().watch(shutdown.clone()));
-                Some(tls)
-            }
-        };
-        // Descriptors kept for everything but clients: what is open now (runtime,
-        // store, rules watcher), sockets to hosts and sinks, the compiler child's
-        // pipes, /proc and rule files being read, TLS refusals in flight.
-        let reserve = http::limits::open_descriptors()
-            + 64
-            + 2 * config.targets.len() as u64
-            + 2 * config.notify.sink_names().len() as u64;
-        let max_clients = http::limits::fit_to_descriptors(config.max_clients, reserve).map_err(StartError::Target)?;
-        let limits = http::Limits { max_clients, per_ip: perimeter.max_clients_per_ip.min(max_clients) };
-        let auth_token = match (&config.auth_token, perimeter.generate_auth_token) {
-            (Some(token), _) => Some(token.clone()),
-            (None, false) => None,
-            (None, true) => {
-                let dir = config.state_dir.clone();
-                let (token, path, created) = tokio::task::spawn_blocking(move || store::token::load_or_create(&dir))
-                    .await
-                    .map_err(|e| StartError::Internal(e.to_string()))?
-                    .map_err(|e| StartError::Target(format!("generate_auth_token: {e}")))?;
-                if created {
-                    tracing::warn!(path = %path.display(), "no auth_token configured: generated one (mode 0600); clients need it as ?token= or Authorization: Bearer");
-                } else {
-                    tracing::info!(path = %path.display(), "using the generated auth token");
-                }
-                Some(token)
-            }
-        };
+        if let Some(tls) = &tls {
+            tracker.spawn(tls.clone().watch(shutdown.clone()));
+        }
         let state = Arc::new(http::AppState {
-            gate: http::origin::Gate::new(perimeter),
-            throttle: http::limits::AuthThrottle::new(perimeter.http.auth_failures_per_minute),
-            http: perimeter.http,
+            gate: http::origin::Gate::new(&config.perimeter),
+            throttle: http::limits::AuthThrottle::new(config.perimeter.http.auth_failures_per_minute),
+            http: config.perimeter.http,
             tls,
             hub: hub.clone(),
             auth_token,

@@ -109,7 +109,7 @@ struct OsRandom;
 
 impl rustls::crypto::SecureRandom for OsRandom {
     fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
-        rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, buf).map_err(|_| rustls::crypto::GetRandomFailed)
+        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, buf).map_err(|_| rustls::crypto::GetRandomFailed)
     }
 }
 
@@ -252,8 +252,7 @@ pub fn server_config(pem: &ServePem<'_>) -> Result<Arc<rustls::ServerConfig>, Tl
         return Err(serve_err("certificate file")("no PEM certificate in it".into()));
     }
     let key = PrivateKeyDer::from_pem_slice(pem.key).map_err(|e| serve_err("key file")(e.to_string()))?;
-    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
-        .map_err(|e| serve_err("key file")(format!("unsupported key: {e}")))?;
+    let signing = signing_key(&key)?;
     let certified = rustls::sign::CertifiedKey::new(certs, signing);
     certified.keys_match().map_err(|e| serve_err("key file")(format!("does not match the certificate: {e}")))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -280,6 +279,19 @@ pub fn server_config(pem: &ServePem<'_>) -> Result<Arc<rustls::ServerConfig>, Tl
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// RSA (PKCS#1 or PKCS#8) or ECDSA P-256/P-384 (SEC1 or PKCS#8): what plant and
+/// public CAs issue and every browser accepts. Not rustls's `any_supported_type`,
+/// which also links Ed25519 and ML-DSA signing (about 100 KB on the appliance) for
+/// certificates browsers do not take. `RsaSigningKey` is public but hidden in rustls;
+/// Cargo.lock pins the version, and a change would fail the build, not the handshake.
+fn signing_key(key: &rustls::pki_types::PrivateKeyDer<'_>) -> Result<Arc<dyn rustls::sign::SigningKey>, TlsError> {
+    use rustls::crypto::aws_lc_rs::sign::{any_ecdsa_type, RsaSigningKey};
+    if let Ok(rsa) = RsaSigningKey::new(key) {
+        return Ok(Arc::new(rsa));
+    }
+    any_ecdsa_type(key).map_err(|_| serve_err("key file")("not an RSA or ECDSA (P-256, P-384) private key".into()))
 }
 
 /// The subject's common name (OID 2.5.4.3) of a DER certificate, for audit lines.

@@ -239,3 +239,44 @@ async fn client_certificates_when_configured() {
     assert!(wss_client(d.addr, &ca.ca, None).await.is_err());
     assert!(d.shutdown().await);
 }
+
+/// RSA keys (what most plant CAs issue) serve as well as ECDSA; a key that does not
+/// fit (Ed25519, which browsers do not take; a key of another certificate; a broken
+/// file) stops the start with an error naming the file and the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_keys_rsa_ecdsa_and_clear_errors() {
+    let rsa = TestCa::rsa();
+    let d = TestDaemon::start(&["local".into()], &tls_config(&rsa.cert, &rsa.key, "")).await;
+    let url = format!("https://localhost:{}/api/v1/health", d.addr.port());
+    let (ok, out) = curl(&["--cacert", rsa.ca.to_str().unwrap(), &url]);
+    assert!(ok, "{out}");
+    assert!(d.shutdown().await);
+
+    let ecdsa = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ed = dir.path().join("ed25519.key");
+    let gen = Command::new("openssl").args(["genpkey", "-algorithm", "ed25519", "-out"]).arg(&ed).output().unwrap();
+    assert!(gen.status.success());
+    let broken = dir.path().join("broken.pem");
+    std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n").unwrap();
+    let cases = [
+        (&ecdsa.cert, &ed, "not an RSA or ECDSA"),
+        (&ecdsa.cert, &rsa.key, "does not match the certificate"),
+        (&broken, &ecdsa.key, "certificate file"),
+        (&ecdsa.cert, &dir.path().join("missing.key"), "No such file"),
+    ];
+    for (cert, key, expected) in cases {
+        let state = tempfile::tempdir().unwrap();
+        let toml = TestDaemon::toml(&["local".into()], &tls_config(cert, key, ""), state.path());
+        let config = monserv::config::Config::from_toml(&toml, &[("_", "_")]).unwrap();
+        let e = match monserv::Daemon::start(config).await {
+            Ok(_) => panic!("started with {cert:?} and {key:?}"),
+            Err(e) => e,
+        };
+        assert!(e.is_config(), "{e}");
+        let text = e.to_string();
+        assert!(text.contains(expected), "{text}");
+        let named = if expected == "certificate file" { cert } else { key };
+        assert!(text.contains(&named.display().to_string()), "the file is not named: {text}");
+    }
+}
