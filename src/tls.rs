@@ -251,6 +251,8 @@ pub fn server_config(pem: &ServePem<'_>) -> Result<Arc<rustls::ServerConfig>, Tl
     if certs.is_empty() {
         return Err(serve_err("certificate file")("no PEM certificate in it".into()));
     }
+    webpki::EndEntityCert::try_from(&certs[0])
+        .map_err(|e| serve_err("certificate file")(format!("not a valid X.509 certificate: {e}")))?;
     let key = PrivateKeyDer::from_pem_slice(pem.key).map_err(|e| serve_err("key file")(e.to_string()))?;
     let signing = signing_key(&key)?;
     let certified = rustls::sign::CertifiedKey::new(certs, signing);
