@@ -123,8 +123,10 @@ impl AlertState {
     }
 
     /// Drop a removed rule's state.
-    pub fn forget(&mut self, rule: &str) {
-        self.rules.remove(rule);
+    ///
+    /// Returns the (key, subject) of each alert it had firing, which the caller closes.
+    pub fn forget(&mut self, rule: &str) -> Vec<(String, String)> {
+        self.rules.remove(rule).map(|r| r.firing.into_iter().map(|(k, f)| (k, f.subject)).collect()).unwrap_or_default()
     }
 
     /// Rules with any state.

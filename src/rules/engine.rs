@@ -23,7 +23,7 @@ use super::alert::AlertState;
 use super::convert;
 use super::output::{self, OutputStats};
 use super::sandbox::{wit, Compiled, EvalError, LoadError, RuleCtx, RuleInfo, Sandbox};
-use crate::model::{AlertMessage, Snapshot};
+use crate::model::{AlertKind, AlertMessage, Snapshot};
 use crate::store::alerts::{AlertStore, Changes, Firing, StoreError, Transition};
 
 const QUARANTINE_AFTER: u32 = 3;
@@ -145,6 +145,16 @@ pub struct RuleEngine {
     store: Option<Arc<AlertStore>>,
     /// Bumped after each commit that queued deliveries (wakes the notifier).
     committed: tokio::sync::watch::Sender<u64>,
+    /// Recoveries of removed rules' alerts, sent with the next round's messages.
+    owed: Mutex<Vec<AlertMessage>>,
+}
+
+/// The recovery that closes an alert of a rule that was removed: its condition is no
+/// longer watched, so the alert must not stay open on dashboards and in the store.
+fn removal_recovery(rule: &str, key: String, subject: &str) -> (String, String, String, String) {
+    let what = subject.strip_prefix("[ALERT] ").unwrap_or(subject);
+    let message = format!("Rule {rule} was removed; this alert is closed and its condition is no longer watched.");
+    (rule.to_string(), key, format!("[RECOVERED] {what}"), message)
 }
 
 /// A rule's settings: its config values and the host-side `for` duration.
@@ -207,6 +217,7 @@ impl RuleEngine {
             rules: RwLock::new(BTreeMap::new()),
             alerts: Mutex::new(alerts),
             latest: Mutex::new(None),
+            owed: Mutex::new(Vec::new()),
             rejected: Mutex::new(BTreeMap::new()),
             counters: Mutex::new(EngineStatus {
                 round_budget_ms: l.round_budget.as_millis() as u64,
@@ -263,15 +274,18 @@ impl RuleEngine {
     pub async fn forget_unloaded(&self) {
         let mut loaded: Vec<String> = self.rules.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
         loaded.extend(lock(&self.rejected).keys().cloned());
-        let gone: Vec<String> = {
+        let (gone, closed) = {
             let mut alerts = lock(&self.alerts);
             let gone: Vec<String> = alerts.rule_names().into_iter().filter(|r| !loaded.contains(r)).collect();
-            gone.iter().for_each(|r| alerts.forget(r));
-            gone
+            let closed: Vec<_> = gone
+                .iter()
+                .flat_map(|r| alerts.forget(r).into_iter().map(|(key, subject)| removal_recovery(r, key, &subject)))
+                .collect();
+            (gone, closed)
         };
         if !gone.is_empty() {
-            tracing::info!(rules = ?gone, "forgot the alert state of rules no longer loaded");
-            self.persist(Changes { forgotten_rules: gone, ..Changes::default() }).await;
+            tracing::info!(rules = ?gone, closed = closed.len(), "forgot the alert state of rules no longer loaded");
+            self.close_removed(gone, closed).await;
         }
     }
 
@@ -358,11 +372,24 @@ impl RuleEngine {
     pub async fn remove(&self, name: &str) -> bool {
         let removed = self.rules.write().unwrap_or_else(|e| e.into_inner()).remove(name).is_some();
         if removed {
-            lock(&self.alerts).forget(name);
-            tracing::info!(rule = name, "rule removed");
-            self.persist(Changes { forgotten_rules: vec![name.to_string()], ..Changes::default() }).await;
+            let closed: Vec<_> = lock(&self.alerts)
+                .forget(name)
+                .into_iter()
+                .map(|(key, subject)| removal_recovery(name, key, &subject))
+                .collect();
+            tracing::info!(rule = name, closed_alerts = closed.len(), "rule removed");
+            self.close_removed(vec![name.to_string()], closed).await;
         }
         removed
+    }
+
+    /// Record removed rules' closing recoveries (history, notifiers) and owe them to
+    /// the `/ws` clients with the next round.
+    async fn close_removed(&self, rules: Vec<String>, closed: Vec<(String, String, String, String)>) {
+        lock(&self.owed).extend(closed.iter().map(|(_, _, subject, message)| {
+            AlertMessage::new(AlertKind::Recovery, subject.as_str(), message.as_str())
+        }));
+        self.persist(Changes { recovered: closed, forgotten_rules: rules, ..Changes::default() }).await;
     }
 
     /// Rounds the rules never saw because they were busy (counted by the runner).
@@ -386,8 +413,9 @@ impl RuleEngine {
         let snap = Arc::new(convert::snapshot(snapshot));
         *lock(&self.latest) = Some(snap.clone());
         let slots = self.slots();
+        let mut messages = std::mem::take(&mut *lock(&self.owed));
         if slots.is_empty() {
-            return Vec::new();
+            return messages;
         }
         let actives: Vec<Vec<String>> = {
             let alerts = lock(&self.alerts);
@@ -423,7 +451,7 @@ impl RuleEngine {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "rule evaluation task failed");
-                return Vec::new();
+                return messages;
             }
         };
         {
@@ -431,7 +459,6 @@ impl RuleEngine {
             c.rounds_evaluated += 1;
             c.last_round_micros = started.elapsed().as_micros() as u64;
         }
-        let mut messages = Vec::new();
         let mut changes = Changes::default();
         let now = Instant::now();
         for (slot, outcome) in results {

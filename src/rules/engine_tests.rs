@@ -128,7 +128,15 @@ async fn restart_keeps_the_state_of_loaded_and_rejected_rules_only() {
     engine.forget_unloaded().await;
     let rules: Vec<String> = store.active().unwrap().into_iter().map(|f| f.rule).collect();
     assert_eq!(rules, vec!["threshold".to_string(), "typo".to_string()]);
-    // The restored alert is not sent again while its condition holds.
-    assert!(engine.evaluate_round(&snapshot(1)).await.is_empty());
+    // The restored alert is not sent again while its condition holds; the deleted
+    // rule's alert is closed with one recovery (issue #15).
+    let messages = engine.evaluate_round(&snapshot(1)).await;
+    let sent: Vec<(crate::model::AlertKind, &str)> =
+        messages.iter().map(|m| (m.alert_type, m.subject.as_str())).collect();
+    assert_eq!(sent, vec![(crate::model::AlertKind::Recovery, "[RECOVERED] s")]);
+    assert!(messages[0].message.contains("Rule deleted was removed"), "{}", messages[0].message);
+    assert!(engine.evaluate_round(&snapshot(2)).await.is_empty());
+    let history = store.history(0, 10).unwrap();
+    assert!(history.iter().any(|t| t.rule == "deleted" && t.alert_type == "recovery"), "{history:?}");
     assert_eq!(engine.active_alerts().len(), 2);
 }

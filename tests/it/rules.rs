@@ -355,3 +355,62 @@ async fn rules_over_rest_need_the_token_and_are_validated() {
     assert_eq!(status, 403, "{body}");
     assert!(d.shutdown().await);
 }
+
+/// Issue #15, defect 3: deleting a rule with firing alerts closes each of them with
+/// one recovery (to `/ws`, the history and the notifiers), so no dashboard keeps an
+/// alert that can never recover. Also after a restart that finds the rule gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_firing_rule_recovers_its_alerts() {
+    let d = TestDaemon::start(
+        &["local".into()],
+        &format!("poll_interval_seconds = 0.3\nauth_token = \"rules-token-9\"\n{QUIET_THRESHOLDS}"),
+    )
+    .await;
+    let auth = [("Authorization", "Bearer rules-token-9")];
+    let mut ws = support::connect_retry(&format!("{}?token=rules-token-9", d.ws_url())).await;
+    let rules = d.rules_dir();
+    std::fs::write(rules.join("disk.toml"), "min_free_mib = 1000000000\nrecover_free_mib = 2000000000\n").unwrap();
+    support::write_atomically(&rules.join("disk.wasm"), &support::dist("examples/low-disk-space.wasm"));
+    let (first, _) = wait_alert(&mut ws, Duration::from_secs(20), |m| m["alert_type"] == "alert").await;
+    let active = |body: &str| -> Vec<String> {
+        let v: Value = serde_json::from_str(body).unwrap();
+        v["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule"] == "disk")
+            .map(|a| a["subject"].as_str().unwrap().to_string())
+            .collect()
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let firing = active(&support::http_get(d.addr, "/api/v1/alerts/active", &auth).await.1);
+    assert!(firing.contains(&first["subject"].as_str().unwrap().to_string()), "{firing:?}");
+
+    std::fs::remove_file(rules.join("disk.wasm")).unwrap();
+    std::fs::remove_file(rules.join("disk.toml")).unwrap();
+    let mut expected: Vec<String> =
+        firing.iter().map(|s| format!("[RECOVERED] {}", s.strip_prefix("[ALERT] ").unwrap_or(s))).collect();
+    expected.sort();
+    let mut recovered = Vec::new();
+    while recovered.len() < expected.len() {
+        let (m, _) = wait_alert(&mut ws, Duration::from_secs(20), |m| m["alert_type"] == "recovery").await;
+        assert!(m["message"].as_str().unwrap().contains("Rule disk was removed"), "{m}");
+        recovered.push(m["subject"].as_str().unwrap().to_string());
+    }
+    recovered.sort();
+    assert_eq!(recovered, expected);
+    assert!(active(&support::http_get(d.addr, "/api/v1/alerts/active", &auth).await.1).is_empty());
+    let (_, history) = support::http_get(d.addr, "/api/v1/alerts/history", &auth).await;
+    let history: Value = serde_json::from_str(&history).unwrap();
+    let recoveries = history["data"]["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["rule"] == "disk" && t["alert_type"] == "recovery")
+        .count();
+    assert_eq!(recoveries, expected.len(), "{history:#}");
+    // Nothing more: one recovery per alert.
+    let (extra_alerts, _) = support::collect_for(&mut ws, Duration::from_secs(1)).await;
+    assert!(extra_alerts.is_empty(), "{extra_alerts:#?}");
+    assert!(d.shutdown().await);
+}
