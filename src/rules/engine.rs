@@ -51,6 +51,41 @@ pub enum InstallError {
     Trial(EvalError),
     #[error("compiler task failed: {0}")]
     Task(String),
+    /// Settings the rule does not declare in `describe()` (a typo would otherwise
+    /// leave the rule silently on its default).
+    #[error("{0}")]
+    UnknownSettings(String),
+}
+
+/// A rule's identity is its name (file or REST name): alert keys, settings file and
+/// API all use it. The same component (by `describe().name`) under a second name is a
+/// second instance that evaluates and alerts on its own; that is allowed (one
+/// component, two settings files) but said, since it is usually a copy by mistake.
+fn duplicate_warning<'a>(loaded: impl Iterator<Item = &'a Arc<Slot>>, name: &str, component: &str) -> Option<String> {
+    let others: Vec<&str> =
+        loaded.filter(|s| &*s.ctx.name != name && s.compiled.info.name == component).map(|s| &*s.ctx.name).collect();
+    (!others.is_empty()).then(|| {
+        format!(
+            "component {component} also runs as rule {}: each instance evaluates and alerts on its own",
+            others.join(", ")
+        )
+    })
+}
+
+/// Refuse settings keys the rule does not declare, naming the ones it does.
+fn check_settings(rule: &str, info: &RuleInfo, values: &HashMap<String, String>) -> Result<(), InstallError> {
+    let known: Vec<&str> = info.config.iter().map(|k| k.name.as_str()).collect();
+    let mut unknown: Vec<&str> = values.keys().map(String::as_str).filter(|k| !known.contains(k)).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    let accepted = if known.is_empty() { "no settings".to_string() } else { known.join(", ") };
+    Err(InstallError::UnknownSettings(format!(
+        "{rule}.toml: unknown setting{} {}; rule {rule} accepts {accepted} (and for_seconds)",
+        if unknown.len() > 1 { "s" } else { "" },
+        unknown.join(", ")
+    )))
 }
 
 struct Slot {
@@ -93,6 +128,9 @@ struct Stats {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RuleStatus {
     pub name: String,
+    /// Set when the same component also runs under another name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     pub version: String,
     pub source: Source,
     /// `ok`, `failing`, `quarantined` or `firing_limit` (at `max_firing`: new
@@ -318,6 +356,7 @@ impl RuleEngine {
         let trial_ctx = ctx.clone();
         let compiled = tokio::task::spawn_blocking(move || -> Result<Compiled, InstallError> {
             let compiled = sandbox.compile(&bytes)?;
+            check_settings(&trial_ctx.name, &compiled.info, &trial_ctx.config)?;
             if let Some(snap) = trial_snapshot {
                 sandbox.evaluate(&compiled, &trial_ctx, &snap, &active).map_err(InstallError::Trial)?;
             }
@@ -327,6 +366,9 @@ impl RuleEngine {
         .map_err(|e| InstallError::Task(e.to_string()))??;
         let info = compiled.info.clone();
         let mut rules = self.rules.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(warning) = duplicate_warning(rules.values(), name, &info.name) {
+            tracing::warn!(rule = name, "{warning}");
+        }
         // Counters follow the rule across versions; only the failure streak restarts.
         let carried = rules
             .get(name)
@@ -559,6 +601,7 @@ impl RuleEngine {
                 let st = lock(&s.stats).clone();
                 let quarantined = st.quarantined_until.is_some_and(|u| Instant::now() < u);
                 RuleStatus {
+                    warning: duplicate_warning(slots.iter(), &s.ctx.name, &s.compiled.info.name),
                     name: s.ctx.name.to_string(),
                     version: s.compiled.info.version.clone(),
                     source: s.source.clone(),

@@ -330,6 +330,21 @@ async fn rules_over_rest_need_the_token_and_are_validated() {
     assert_eq!(std::fs::read(d.rules_dir().join("reboot.wasm")).unwrap(), reboot, "uploads are saved");
     let list = d.rules(Some("rules-token-1")).await;
     assert_eq!(find(&list["rules"], "reboot")["source"], "file");
+    // Issue #15, defect 4: the name is the identity; the same component under a second
+    // name is a second instance, and both say so.
+    let (status, body) = support::http_send(d.addr, "PUT", "/api/v1/rules/pressure", &auth, &reboot).await;
+    assert_eq!(status, 200, "{body}");
+    let list = d.rules(Some("rules-token-1")).await;
+    assert_eq!(
+        find(&list["rules"], "pressure")["warning"],
+        "component reboot also runs as rule reboot: each instance evaluates and alerts on its own"
+    );
+    assert_eq!(
+        find(&list["rules"], "reboot")["warning"],
+        "component reboot also runs as rule pressure: each instance evaluates and alerts on its own"
+    );
+    assert_eq!(support::http_send(d.addr, "DELETE", "/api/v1/rules/pressure", &auth, &[]).await.0, 200);
+    assert!(find(&d.rules(Some("rules-token-1")).await["rules"], "reboot").get("warning").is_none());
 
     let (status, body) = support::http_send(d.addr, "PUT", "/api/v1/rules/reboot", &auth, b"\0asm\x01\0\0\0junk").await;
     assert_eq!(status, 422);
@@ -412,5 +427,44 @@ async fn deleting_a_firing_rule_recovers_its_alerts() {
     // Nothing more: one recovery per alert.
     let (extra_alerts, _) = support::collect_for(&mut ws, Duration::from_secs(1)).await;
     assert!(extra_alerts.is_empty(), "{extra_alerts:#?}");
+    assert!(d.shutdown().await);
+}
+
+/// Issue #15, defect 2: a settings key the rule does not declare (a typo) is refused
+/// with the keys it does accept, and the running version stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_settings_are_refused_with_the_valid_keys() {
+    let d = TestDaemon::start(&["local".into()], &format!("poll_interval_seconds = 0.3\n{QUIET_THRESHOLDS}")).await;
+    let rules = d.rules_dir();
+    std::fs::write(rules.join("threshold.toml"), format!("memory_precent = 1\n{QUIET}")).unwrap();
+    let start = Instant::now();
+    let reason = loop {
+        let list = d.rules(None).await;
+        if let Some(r) = list["rejected"].as_array().and_then(|r| r.iter().find(|r| r["name"] == "threshold")) {
+            break r["reason"].as_str().unwrap().to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "never refused: {list:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(reason.contains("unknown setting memory_precent"), "{reason}");
+    assert!(reason.contains("memory_percent") && reason.contains("cpu_percent"), "{reason}");
+    // The built-in keeps running on its previous settings.
+    let list = d.rules(None).await;
+    let running = list["rules"].as_array().unwrap().iter().find(|r| r["name"] == "threshold").unwrap();
+    assert_eq!(running["status"], "ok", "{running:#}");
+    assert!(running["config"].get("memory_precent").is_none(), "{running:#}");
+    // Fixed: loaded, and no longer listed as rejected.
+    std::fs::write(rules.join("threshold.toml"), format!("memory_percent = 99\n{QUIET}")).unwrap();
+    let start = Instant::now();
+    loop {
+        let list = d.rules(None).await;
+        let ok = list["rejected"].as_array().is_none_or(|r| r.iter().all(|r| r["name"] != "threshold"));
+        let running = list["rules"].as_array().unwrap().iter().find(|r| r["name"] == "threshold").cloned().unwrap();
+        if ok && running["config"]["memory_percent"] == "99" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "fixed settings never loaded: {list:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(d.shutdown().await);
 }
