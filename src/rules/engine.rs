@@ -95,6 +95,8 @@ struct Slot {
     source: Source,
     /// Identifies the bytes and config this slot was built from.
     digest: u64,
+    /// Identifies the bytes alone (a settings-only change keeps it).
+    code: u64,
     loaded_at: SystemTime,
     stats: Arc<Mutex<Stats>>,
 }
@@ -346,6 +348,7 @@ impl RuleEngine {
         source: Source,
     ) -> Result<RuleInfo, InstallError> {
         let digest = digest(&bytes, &settings);
+        let code = crate::model::fnv1a(&bytes);
         let previous = self.rules.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
         // The same rule keeps its log budget across versions.
         let log = previous.as_ref().map(|p| p.ctx.log.clone()).unwrap_or_default();
@@ -383,12 +386,16 @@ impl RuleEngine {
             hold_for: settings.hold_for,
             source,
             digest,
+            code,
             loaded_at: SystemTime::now(),
             stats: Arc::new(Mutex::new(carried)),
         });
         let previous = rules.insert(name.to_string(), slot);
         drop(rules);
         match previous {
+            Some(p) if p.code == code => {
+                tracing::info!(rule = name, version = %info.version, "rule settings changed")
+            }
             Some(p) => {
                 tracing::info!(rule = name, version = %info.version, previous = %p.compiled.info.version, "rule replaced")
             }

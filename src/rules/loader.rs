@@ -207,7 +207,15 @@ impl Loader {
 
     /// Parse `<name>.toml`: `for_seconds` for the host, everything else as text.
     pub fn settings_from_toml(text: &str, base: &HashMap<String, String>) -> Result<RuleSettings, String> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.message().replace('\n', " "))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let at = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            format!("{}{}", at.unwrap_or_default(), e.message().replace('\n', " "))
+        })?;
         let mut settings = RuleSettings { values: base.clone(), hold_for: Duration::ZERO };
         for (k, v) in table {
             let text = match v {
@@ -358,7 +366,8 @@ mod tests {
         assert!(!s.values.contains_key("for_seconds"));
         assert!(Loader::settings_from_toml("for_seconds = -1", &base).unwrap_err().contains("for_seconds"));
         assert!(Loader::settings_from_toml("a = [1]", &base).unwrap_err().contains("only strings"));
-        assert!(Loader::settings_from_toml("= broken", &base).is_err());
+        let e = Loader::settings_from_toml("a = 1\nb = = 2\n", &base).unwrap_err();
+        assert!(e.starts_with("line 2, column 5: "), "{e}");
     }
 
     fn engine() -> Arc<RuleEngine> {

@@ -207,10 +207,12 @@ impl Sandbox {
     /// Compile, check the imports, link, and ask the rule to describe itself.
     /// CPU-heavy: call from a blocking thread.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, LoadError> {
-        super::validate::check(bytes, &self.limits).map_err(|e| match e {
-            super::validate::Refused::Malformed(why) => LoadError::Invalid(why),
-            over => LoadError::TooCostly(over),
-        })?;
+        super::validate::kind_of_file(bytes).and_then(|()| super::validate::check(bytes, &self.limits)).map_err(
+            |e| match e {
+                super::validate::Refused::Malformed(why) => LoadError::Invalid(why),
+                over => LoadError::TooCostly(over),
+            },
+        )?;
         let component = self.component(bytes)?;
         let ty = component.component_type();
         for (name, _) in ty.imports(&self.engine) {

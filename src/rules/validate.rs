@@ -78,6 +78,32 @@ pub fn check(bytes: &[u8], limits: &RuleLimits) -> Result<Measured, Refused> {
     measure(bytes, &MAX, limits.memory_bytes as u64)
 }
 
+/// What a candidate is, from its first bytes, with the fix when it is not a component:
+/// one line, never the bytes themselves beyond a short hex prefix.
+pub fn kind_of_file(bytes: &[u8]) -> Result<(), Refused> {
+    const BUILD: &str = "a rule is a WebAssembly component: build the crate with the rule builder \
+                         (cargo run --manifest-path rules-wasm/Cargo.toml -p builder -- --crate DIR --out NAME.wasm; \
+                         rules-wasm/README.md)";
+    let refuse = |what: String| Err(Refused::Malformed(format!("{what}; {BUILD}")));
+    match bytes {
+        [] => refuse("an empty file".into()),
+        [0, b'a', b's', b'm', 1, 0, 0, 0, ..] => {
+            refuse("a core WebAssembly module (what cargo builds for wasm32), not a component".into())
+        }
+        [0, b'a', b's', b'm', ..] => Ok(()),
+        [0x7f, b'E', b'L', b'F', ..] => refuse("an ELF executable or library (native code), not WebAssembly".into()),
+        [b'M', b'Z', ..] => refuse("a Windows executable, not WebAssembly".into()),
+        [0xcf | 0xce, 0xfa, 0xed, 0xfe, ..] => refuse("a macOS executable, not WebAssembly".into()),
+        [b'(', ..] | [b'#', ..] | [b'/', b'/', ..] => {
+            refuse("text (WAT or source code?), not a binary component".into())
+        }
+        _ => {
+            let prefix: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            refuse(format!("not WebAssembly (it starts with bytes {})", prefix.join(" ")))
+        }
+    }
+}
+
 pub fn measure(bytes: &[u8], b: &Bounds, memory_bytes: u64) -> Result<Measured, Refused> {
     if bytes.len() > b.file_bytes {
         return Err(over("the file size in bytes", bytes.len(), b.file_bytes));
