@@ -349,6 +349,15 @@ async fn rules_over_rest_need_the_token_and_are_validated() {
     let (status, body) = support::http_send(d.addr, "PUT", "/api/v1/rules/reboot", &auth, b"\0asm\x01\0\0\0junk").await;
     assert_eq!(status, 422);
     assert!(body.contains("rule rejected: not a valid WebAssembly component"), "{body}");
+    // A native executable and a core module: what they are and how to build a rule, in
+    // one line (issue #15, defect 6).
+    let native = std::fs::read("/bin/true").unwrap();
+    let (status, body) = support::http_send(d.addr, "PUT", "/api/v1/rules/reboot", &auth, &native).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("an ELF executable") && body.contains("rule builder") && !body.contains("[127"), "{body}");
+    let (status, body) = support::http_send(d.addr, "PUT", "/api/v1/rules/reboot", &auth, b"\0asm\x01\0\0\0").await;
+    assert_eq!(status, 422);
+    assert!(body.contains("a core WebAssembly module"), "{body}");
     let (status, body) =
         support::http_send(d.addr, "PUT", "/api/v1/rules/reboot", &auth, &support::dist("test/wasi-import.wasm")).await;
     assert_eq!(status, 422);
