@@ -170,6 +170,9 @@ pub struct EngineStatus {
     pub max_events_per_target: usize,
     /// How the rules directory is followed: `inotify`, or polling and why.
     pub watch: String,
+    /// Scans of the rules directory so far: a change, or the 30 s safety rescan. An
+    /// idle directory must not wake the loader (issue #15).
+    pub directory_scans: u64,
 }
 
 pub struct RuleEngine {
@@ -444,6 +447,10 @@ impl RuleEngine {
     /// Rounds the rules never saw because they were busy (counted by the runner).
     pub fn note_skipped_rounds(&self, n: u64) {
         lock(&self.counters).rounds_skipped += n;
+    }
+
+    pub fn note_directory_scan(&self) {
+        lock(&self.counters).directory_scans += 1;
     }
 
     pub fn set_watch_mode(&self, mode: String) {

@@ -260,6 +260,7 @@ impl Loader {
 
     /// Bring the loaded rules in line with the directory.
     pub async fn sync(&mut self) {
+        self.engine.note_directory_scan();
         let rules = self.rules.clone();
         let (want, refused) = match tokio::task::spawn_blocking(move || rules.scan()).await {
             Ok(scanned) => scanned,

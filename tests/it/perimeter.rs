@@ -237,14 +237,14 @@ async fn wrong_tokens_are_slowed_per_address() {
 }
 
 /// The real binary, its stderr kept in a file.
-struct Monserv {
+pub(crate) struct Monserv {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     log: std::path::PathBuf,
 }
 
 impl Monserv {
-    fn start(state: &std::path::Path, extra: &str, wrapper: &[&str]) -> Monserv {
+    pub(crate) fn start(state: &std::path::Path, extra: &str, wrapper: &[&str]) -> Monserv {
         let port = free_port();
         let config = format!(
             "listen = \"127.0.0.1\"\nport = {port}\npoll_interval_seconds = 0.3\nstate_dir = {:?}\n{extra}\n",
@@ -285,7 +285,7 @@ impl Monserv {
         Monserv { child, addr, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap()
     }
 }

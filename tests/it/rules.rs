@@ -477,3 +477,31 @@ async fn unknown_settings_are_refused_with_the_valid_keys() {
     }
     assert!(d.shutdown().await);
 }
+
+/// Issue #15, defect 1: an idle rules directory does not wake the loader (its own
+/// reads are not changes), and a settings file that does not parse is reported once,
+/// not at every wake-up. The real binary, counted over 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_rules_directory_does_not_wake_the_loader() {
+    let state = tempfile::tempdir().unwrap();
+    let rules = state.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("threshold.toml"), "memory_percent = = 1\n").unwrap();
+    let m = crate::perimeter::Monserv::start(state.path(), "", &[]);
+    let scans = || async {
+        let (status, body) = support::http_get(m.addr, "/api/v1/rules", &[]).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["data"]["engine"]["directory_scans"].as_u64().unwrap()
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = scans().await;
+    assert!(before >= 1, "the directory was never read");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = scans().await;
+    // At most the 30 s safety rescan may fall into the window.
+    assert!(after - before <= 1, "{} scans of an idle directory in 10 s", after - before);
+    let log = m.log();
+    let reports = log.lines().filter(|l| l.contains("rule rejected") && l.contains("threshold")).count();
+    assert_eq!(reports, 1, "{log}");
+    assert!(log.contains("line 1, column"), "the settings error has no position: {log}");
+}
