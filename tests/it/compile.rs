@@ -129,3 +129,41 @@ async fn compiling_rules_leaves_the_daemons_memory_alone() {
     let cost = with.saturating_sub(without);
     assert!(cost < 5 << 20, "two rules cost the daemon {} KiB ({without} -> {with})", cost >> 10);
 }
+
+/// Issue #15, defect 5: the rule builder says what is wrong with a crate before it
+/// builds (no Cargo.toml; not a cdylib, which used to package a stale `.wasm` and say
+/// "wrote"), with the fix.
+#[test]
+fn the_rule_builder_names_what_is_wrong_with_a_crate() {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules-wasm/Cargo.toml");
+    let builder = |dir: &std::path::Path| {
+        let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["run", "--quiet", "--manifest-path"])
+            .arg(&workspace)
+            .args(["-p", "builder", "--", "--crate"])
+            .arg(dir)
+            .args(["--out", "/dev/null"])
+            .env_remove("RUSTFLAGS")
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let (ok, err) = builder(empty.path());
+    assert!(!ok && err.contains("no Cargo.toml here"), "{err}");
+    let rlib = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rlib.path().join("Cargo.toml"),
+        "[package]\nname = \"busy-host\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(rlib.path().join("src")).unwrap();
+    std::fs::write(rlib.path().join("src/lib.rs"), "").unwrap();
+    let (ok, err) = builder(rlib.path());
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("busy-host: a rule crate must build a cdylib") && err.contains("crate-type = [\"cdylib\"]"),
+        "{err}"
+    );
+    assert!(!err.contains("wrote"), "{err}");
+}
