@@ -200,7 +200,7 @@ fn rss_of(pid: u32) -> u64 {
 async fn idle_rss(clients: usize) {
     let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("monserv");
     let port = support::hosts::free_port();
-    let mut child = std::process::Command::new(&bin)
+    let child = std::process::Command::new(&bin)
         .env("SERVER_PORT", port.to_string())
         .env("LISTEN_ADDRESS", "127.0.0.1")
         .env("MONSERV_LOG", "warn")
@@ -226,7 +226,17 @@ async fn idle_rss(clients: usize) {
     for _ in 0..clients {
         conns.push(tokio_tungstenite::connect_async(&url).await.unwrap().0);
     }
-    // Let a poll round or two go out to everyone, draining each client.
+    settle_and_report("idle clients", &mut conns, before, child).await;
+}
+
+/// Let a poll round or two go out to every client (draining each), print the RSS per
+/// client, stop the daemon.
+async fn settle_and_report<S: futures_util::Stream + Unpin>(
+    label: &str,
+    conns: &mut [S],
+    before: u64,
+    mut child: std::process::Child,
+) {
     let end = Instant::now() + Duration::from_secs(9);
     while Instant::now() < end {
         for c in conns.iter_mut() {
@@ -236,10 +246,11 @@ async fn idle_rss(clients: usize) {
     }
     let after = rss_of(child.id());
     println!(
-        "| idle clients | {clients} | RSS before {:.1} MiB | after {:.1} MiB | {:.1} KiB per client |",
+        "| {label} | {} | RSS before {:.1} MiB | after {:.1} MiB | {:.1} KiB per client |",
+        conns.len(),
         before as f64 / 1048576.0,
         after as f64 / 1048576.0,
-        (after.saturating_sub(before)) as f64 / clients as f64 / 1024.0
+        (after.saturating_sub(before)) as f64 / conns.len() as f64 / 1024.0
     );
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
     let _ = child.wait();
@@ -622,7 +633,7 @@ mod tls {
     /// RSS before and after N idle wss:// clients.
     pub async fn idle_rss(clients: usize) {
         let ca = TestCa::new();
-        let (mut child, port) = start(&ca);
+        let (child, port) = start(&ca);
         let c = connector(&ca);
         let url = format!("wss://localhost:{port}/ws");
         let connect = || async {
@@ -640,22 +651,6 @@ mod tls {
         for _ in 0..clients {
             conns.push(connect().await);
         }
-        let end = Instant::now() + Duration::from_secs(9);
-        while Instant::now() < end {
-            for c in conns.iter_mut() {
-                while let Ok(Some(_)) = tokio::time::timeout(Duration::from_micros(10), c.next()).await {}
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let after = rss_of(child.id());
-        println!(
-            "| idle wss clients | {clients} | RSS before {:.1} MiB | after {:.1} MiB | {:.1} KiB per client |",
-            before as f64 / 1048576.0,
-            after as f64 / 1048576.0,
-            (after.saturating_sub(before)) as f64 / clients as f64 / 1024.0
-        );
-        let _ =
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = child.wait();
+        settle_and_report("idle wss clients", &mut conns, before, child).await;
     }
 }

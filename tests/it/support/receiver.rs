@@ -68,35 +68,18 @@ impl TestCa {
             &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=monserv test CA"],
         ]
         .concat());
-        run(&[&["req"][..], keys, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
-        std::fs::write(
-            p("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ]);
-        TestCa { ca: p("ca.pem"), cert: p("server.pem"), key: p("server.key"), dir }
+        let ca = TestCa { ca: p("ca.pem"), cert: p("server.pem"), key: p("server.key"), dir };
+        ca.issue_with("server", "localhost", Self::SERVER_EXT, keys);
+        ca
     }
 
     /// Another certificate from this CA (P-256): `<name>.pem` and `<name>.key`, with
     /// `ext` as its extensions (e.g. a server's SANs, or `extendedKeyUsage=clientAuth`).
     pub fn issue(&self, name: &str, cn: &str, ext: &str) -> (PathBuf, PathBuf) {
+        self.issue_with(name, cn, ext, &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+    }
+
+    fn issue_with(&self, name: &str, cn: &str, ext: &str, keys: &[&str]) -> (PathBuf, PathBuf) {
         let run = |args: &[&str]| {
             let out = std::process::Command::new("openssl").args(args).current_dir(self.dir.path()).output().unwrap();
             assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -104,20 +87,7 @@ impl TestCa {
         let (key, csr, pem, cnf) =
             (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.cnf"));
         let subj = format!("/CN={cn}");
-        run(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &subj,
-        ]);
+        run(&[&["req"][..], keys, &["-keyout", &key, "-out", &csr, "-subj", &subj]].concat());
         std::fs::write(self.dir.path().join(&cnf), ext).unwrap();
         run(&[
             "x509",
