@@ -196,8 +196,9 @@ fn rss_of(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
-/// The real binary watching `local`; RSS before and after N idle clients connect.
-async fn idle_rss(clients: usize) {
+/// The real release binary beside this example, watching `local` on a free port, with
+/// `env` added. Returns it and its port.
+fn spawn_daemon(env: &[(&str, &std::ffi::OsStr)]) -> (std::process::Child, u16) {
     let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("monserv");
     let port = support::hosts::free_port();
     let child = std::process::Command::new(&bin)
@@ -205,9 +206,16 @@ async fn idle_rss(clients: usize) {
         .env("LISTEN_ADDRESS", "127.0.0.1")
         .env("MONSERV_LOG", "warn")
         .env("MAX_CLIENTS_PER_IP", "4096")
+        .envs(env.iter().copied())
         .env_remove("SERVERS")
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e} (cargo build --release first)", bin.display()));
+    (child, port)
+}
+
+/// The real binary watching `local`; RSS before and after N idle clients connect.
+async fn idle_rss(clients: usize) {
+    let (child, port) = spawn_daemon(&[]);
     let url = format!("ws://127.0.0.1:{port}/ws");
     let mut warm = Vec::new();
     for _ in 0..20 {
@@ -548,18 +556,8 @@ mod tls {
     use tokio_rustls::client::TlsStream;
 
     fn start(ca: &TestCa) -> (std::process::Child, u16) {
-        let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("monserv");
-        let port = support::hosts::free_port();
-        let child = std::process::Command::new(&bin)
-            .env("SERVER_PORT", port.to_string())
-            .env("LISTEN_ADDRESS", "127.0.0.1")
-            .env("MONSERV_LOG", "warn")
-            .env("MAX_CLIENTS_PER_IP", "4096")
-            .env("TLS_CERT_FILE", &ca.cert)
-            .env("TLS_KEY_FILE", &ca.key)
-            .env_remove("SERVERS")
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (cargo build --release first)", bin.display()));
+        let (child, port) =
+            spawn_daemon(&[("TLS_CERT_FILE", ca.cert.as_os_str()), ("TLS_KEY_FILE", ca.key.as_os_str())]);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             std::thread::sleep(Duration::from_millis(20));
         }

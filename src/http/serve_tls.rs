@@ -35,8 +35,12 @@ fn stamp(files: &ServeTls) -> Stamp {
         .collect()
 }
 
+/// PEM files are small; a FIFO or device put where one belongs must neither hang the
+/// start nor the reload task.
+const PEM_LIMIT: usize = 1 << 20;
+
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+    crate::store::read_regular(path, PEM_LIMIT).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
 /// Build the acceptor from the files; errors name the file and what is wrong.

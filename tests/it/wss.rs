@@ -263,11 +263,15 @@ async fn server_keys_rsa_ecdsa_and_clear_errors() {
     assert!(gen.status.success());
     let broken = dir.path().join("broken.pem");
     std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n").unwrap();
+    // A FIFO with no writer: reading it the plain way would hang the start.
+    let fifo = dir.path().join("fifo.key");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let cases = [
         (&ecdsa.cert, &ed, "not an RSA or ECDSA"),
         (&ecdsa.cert, &rsa.key, "does not match the certificate"),
         (&broken, &ecdsa.key, "certificate file"),
         (&ecdsa.cert, &dir.path().join("missing.key"), "No such file"),
+        (&ecdsa.cert, &fifo, "not a regular file (a FIFO)"),
     ];
     for (cert, key, expected) in cases {
         let state = tempfile::tempdir().unwrap();
