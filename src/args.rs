@@ -8,8 +8,12 @@ pub const USAGE: &str = "\
 monserv: agentless SSH monitoring appliance speaking the MonServ WebSocket protocol
 
 Usage: monserv [OPTIONS]
-       monserv rule check RULE.wasm
-       monserv rule test RULE.wasm --snapshot FILE [--active KEY,KEY...] [--set KEY=VALUE]...
+       monserv rule check RULE [--settings FILE.toml]
+       monserv rule test RULE [--settings FILE.toml] --snapshot FILE [--active KEY,KEY...] [--set KEY=VALUE]...
+       monserv rule test RULE [--settings FILE.toml] --cases TESTS.toml
+       monserv rule snapshot [--target URL] [--out FILE]
+       monserv rule new NAME
+       monserv rule build [DIR] [--out FILE]
 
 Options:
   -c, --config PATH   TOML configuration file (on the appliance /etc/monserv/monserv.toml)
@@ -18,11 +22,15 @@ Options:
   -h, --help          print this help
   -V, --version       print the version
 
-Rule commands:
-  rule check RULE     check that a component implements the rule contract; print its description
-  rule test RULE      run a rule once on a snapshot (GET /api/state output or a metrics_update
-                      message) and print its events; --active: keys reported as firing,
-                      --set: rule config values (repeatable)
+Rule commands (RULE is a component, NAME.wasm, or an expression rule, NAME.toml with `when`):
+  rule check RULE     check a rule (contract, settings, expression syntax); print its settings
+  rule test RULE      --snapshot: run once on a snapshot (from `rule snapshot`, GET /api/state or
+                      a metrics_update message) and print the events; --active: keys reported as
+                      firing, --set: settings (repeatable). --cases: run a test file of steps and
+                      expected alerts and recoveries (exit 1 on a mismatch); see rules-wasm/README.md
+  rule snapshot       capture this machine (or --target ssh://user@host) as a snapshot file
+  rule new NAME       write a rule crate NAME/ (SDK vendored, standalone) to start from
+  rule build [DIR]    build the rule crate in DIR (default .) into a component, NAME.wasm
 
 Environment: the Go MonServ names (SERVERS, SERVER_PORT, ...), MONSERV_LOG, see README.md.
 ";
@@ -30,10 +38,34 @@ Environment: the Go MonServ names (SERVERS, SERVER_PORT, ...), MONSERV_LOG, see 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Run { config: Option<PathBuf>, print_config: bool, check_config: bool },
-    RuleCheck { rule: PathBuf },
-    RuleTest { rule: PathBuf, snapshot: PathBuf, active: Vec<String>, settings: Vec<(String, String)> },
+    Rule(RuleArgs),
     Help,
     Version,
+}
+
+#[derive(Debug, PartialEq, Eq, Default, Clone, Copy)]
+pub enum RuleAction {
+    #[default]
+    Check,
+    Test,
+    Snapshot,
+    New,
+    Build,
+}
+
+/// `monserv rule ...`: what to do and with what (each action uses its own subset).
+#[derive(Debug, PartialEq, Eq, Default)]
+pub struct RuleArgs {
+    pub action: RuleAction,
+    /// The rule file (`check`, `test`), the name (`new`) or the crate dir (`build`).
+    pub rule: Option<PathBuf>,
+    pub settings_file: Option<PathBuf>,
+    pub snapshot: Option<PathBuf>,
+    pub cases: Option<PathBuf>,
+    pub target: Option<String>,
+    pub out: Option<PathBuf>,
+    pub active: Vec<String>,
+    pub set: Vec<(String, String)>,
 }
 
 /// Parse the arguments after the program name. An error is one line for stderr
@@ -65,48 +97,56 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 }
 
 fn parse_rule<'a>(it: &mut impl Iterator<Item = &'a str>) -> Result<Command, String> {
-    match it.next() {
-        Some("check") => {
-            let rule = it.next().ok_or("rule check needs RULE.wasm")?;
-            if let Some(extra) = it.next() {
-                return Err(format!("unexpected argument {extra:?}"));
+    let action = match it.next() {
+        Some("check") => RuleAction::Check,
+        Some("test") => RuleAction::Test,
+        Some("snapshot") => RuleAction::Snapshot,
+        Some("new") => RuleAction::New,
+        Some("build") => RuleAction::Build,
+        Some(other) => return Err(format!("unknown rule command {other:?} (check, test, snapshot, new, build)")),
+        None => return Err("rule needs a command: check, test, snapshot, new or build".into()),
+    };
+    let mut r = RuleArgs { action, ..RuleArgs::default() };
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg, None),
+        };
+        let mut value = |name: &str| {
+            inline.clone().or_else(|| it.next().map(str::to_string)).ok_or(format!("{name} needs a value"))
+        };
+        match flag {
+            "--snapshot" => r.snapshot = Some(PathBuf::from(value("--snapshot")?)),
+            "--settings" => r.settings_file = Some(PathBuf::from(value("--settings")?)),
+            "--cases" => r.cases = Some(PathBuf::from(value("--cases")?)),
+            "--target" => r.target = Some(value("--target")?),
+            "--out" | "-o" => r.out = Some(PathBuf::from(value("--out")?)),
+            "--active" => r.active.extend(value("--active")?.split(',').filter(|k| !k.is_empty()).map(String::from)),
+            "--set" => {
+                let kv = value("--set")?;
+                let (k, v) = kv.split_once('=').ok_or(format!("--set {kv:?} is not key=value"))?;
+                r.set.push((k.to_string(), v.to_string()));
             }
-            Ok(Command::RuleCheck { rule: rule.into() })
+            other if other.starts_with('-') => return Err(format!("unknown option {other:?}")),
+            other if r.rule.is_none() => r.rule = Some(PathBuf::from(other)),
+            other => return Err(format!("unexpected argument {other:?}")),
         }
-        Some("test") => {
-            let (mut rule, mut snapshot, mut active, mut settings) = (None, None, Vec::new(), Vec::new());
-            while let Some(arg) = it.next() {
-                let (flag, inline) = match arg.split_once('=') {
-                    Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-                    _ => (arg, None),
-                };
-                let mut value = |name: &str| {
-                    inline.clone().or_else(|| it.next().map(str::to_string)).ok_or(format!("{name} needs a value"))
-                };
-                match flag {
-                    "--snapshot" => snapshot = Some(PathBuf::from(value("--snapshot")?)),
-                    "--active" => {
-                        active.extend(value("--active")?.split(',').filter(|k| !k.is_empty()).map(String::from))
-                    }
-                    "--set" => {
-                        let kv = value("--set")?;
-                        let (k, v) = kv.split_once('=').ok_or(format!("--set {kv:?} is not key=value"))?;
-                        settings.push((k.to_string(), v.to_string()));
-                    }
-                    other if other.starts_with('-') => return Err(format!("unknown option {other:?}")),
-                    other if rule.is_none() => rule = Some(PathBuf::from(other)),
-                    other => return Err(format!("unexpected argument {other:?}")),
-                }
-            }
-            Ok(Command::RuleTest {
-                rule: rule.ok_or("rule test needs RULE.wasm")?,
-                snapshot: snapshot.ok_or("rule test needs --snapshot FILE")?,
-                active,
-                settings,
-            })
+    }
+    match r.action {
+        RuleAction::Check if r.rule.is_none() => {
+            Err("rule check needs RULE (a .wasm, or an expression rule's .toml)".into())
         }
-        Some(other) => Err(format!("unknown rule command {other:?} (check, test)")),
-        None => Err("rule needs a command: check or test".into()),
+        RuleAction::Test if r.rule.is_none() => {
+            Err("rule test needs RULE (a .wasm, or an expression rule's .toml)".into())
+        }
+        RuleAction::Test if r.snapshot.is_none() == r.cases.is_none() => {
+            Err("rule test needs --snapshot FILE (one evaluation) or --cases FILE (a test file)".into())
+        }
+        RuleAction::New if r.rule.is_none() => Err("rule new needs NAME".into()),
+        RuleAction::Snapshot if r.rule.is_some() => {
+            Err("rule snapshot takes no file (it prints JSON; use --target URL for a remote host)".into())
+        }
+        _ => Ok(Command::Rule(r)),
     }
 }
 
@@ -131,16 +171,35 @@ mod tests {
         );
         assert_eq!(p(&["--help"]).unwrap(), Command::Help);
         assert_eq!(p(&["-V"]).unwrap(), Command::Version);
-        assert_eq!(p(&["rule", "check", "r.wasm"]).unwrap(), Command::RuleCheck { rule: "r.wasm".into() });
+        assert_eq!(
+            p(&["rule", "check", "r.wasm"]).unwrap(),
+            Command::Rule(RuleArgs { rule: Some("r.wasm".into()), ..RuleArgs::default() })
+        );
         assert_eq!(
             p(&["rule", "test", "r.wasm", "--snapshot", "s.json", "--active", "a,b", "--set", "k=v=w", "--set=x=1"])
                 .unwrap(),
-            Command::RuleTest {
-                rule: "r.wasm".into(),
-                snapshot: "s.json".into(),
+            Command::Rule(RuleArgs {
+                action: RuleAction::Test,
+                rule: Some("r.wasm".into()),
+                snapshot: Some("s.json".into()),
                 active: vec!["a".into(), "b".into()],
-                settings: vec![("k".into(), "v=w".into()), ("x".into(), "1".into())],
-            }
+                set: vec![("k".into(), "v=w".into()), ("x".into(), "1".into())],
+                ..RuleArgs::default()
+            })
+        );
+        assert_eq!(
+            p(&["rule", "test", "d.toml", "--cases=t.toml", "--settings", "s.toml"]).unwrap(),
+            Command::Rule(RuleArgs {
+                action: RuleAction::Test,
+                rule: Some("d.toml".into()),
+                cases: Some("t.toml".into()),
+                settings_file: Some("s.toml".into()),
+                ..RuleArgs::default()
+            })
+        );
+        assert_eq!(
+            p(&["rule", "build", "--out", "x.wasm"]).unwrap(),
+            Command::Rule(RuleArgs { action: RuleAction::Build, out: Some("x.wasm".into()), ..RuleArgs::default() })
         );
     }
 
@@ -149,11 +208,13 @@ mod tests {
         assert!(p(&["--confg", "x"]).unwrap_err().contains("--confg"));
         assert!(p(&["--config"]).unwrap_err().contains("needs a value"));
         assert!(p(&["extra"]).unwrap_err().contains("extra"));
-        assert!(p(&["rule"]).unwrap_err().contains("check or test"));
+        assert!(p(&["rule"]).unwrap_err().contains("check, test"));
         assert!(p(&["rule", "test", "r.wasm"]).unwrap_err().contains("--snapshot"));
+        assert!(p(&["rule", "test", "r.wasm", "--snapshot", "s", "--cases", "c"]).unwrap_err().contains("--cases"));
+        assert!(p(&["rule", "new"]).unwrap_err().contains("NAME"));
         assert!(p(&["rule", "test", "r.wasm", "--snapshot", "s", "--set", "novalue"])
             .unwrap_err()
             .contains("key=value"));
-        assert!(p(&["rule", "check"]).unwrap_err().contains("RULE.wasm"));
+        assert!(p(&["rule", "check"]).unwrap_err().contains("RULE"));
     }
 }

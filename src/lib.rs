@@ -118,6 +118,49 @@ impl Perimeter {
     }
 }
 
+/// A collector for every configured target.
+fn polled_targets(config: &Config) -> Result<Vec<poll::PolledTarget>, StartError> {
+    let known_hosts = Arc::new(KnownHosts::new(&config.known_hosts, config.host_key_policy));
+    let mut targets = Vec::with_capacity(config.targets.len());
+    for t in &config.targets {
+        let (collector, fallback) = match &t.kind {
+            TargetKind::Local => (Collector::Local(LocalCollector::default()), "local".to_string()),
+            TargetKind::Ssh(ssh) => {
+                let backoff = Backoff::new(Duration::from_secs(1), config.reconnect_max);
+                let c = SshCollector::new(ssh.clone(), known_hosts.clone(), backoff)
+                    .map_err(|e| StartError::Target(format!("target {:?}: {e}", t.key)))?;
+                (Collector::Ssh(Box::new(c)), ssh.host.clone())
+            }
+            TargetKind::Agent(url) => {
+                let backoff = Backoff::new(Duration::from_secs(1), config.reconnect_max);
+                (Collector::Agent(collect::agent::AgentCollector::new(url.clone(), backoff)), url.host.clone())
+            }
+        };
+        targets.push(poll::PolledTarget::new(t.key.clone(), fallback, collector));
+    }
+    Ok(targets)
+}
+
+/// `monserv rule snapshot`: poll the configured targets twice (CPU use is a
+/// difference between two samples), one second apart, without a daemon; the result
+/// is the `metrics_update` data, which `rule test --snapshot` reads.
+pub async fn snapshot_once(config: &Config) -> Result<Vec<u8>, String> {
+    let targets = polled_targets(config).map_err(|e| e.to_string())?;
+    let spec = SampleSpec {
+        top_n: config.top_processes,
+        fs_filter: FsFilter::new(&config.include_fstypes),
+        max_output_bytes: config.max_output_bytes,
+    };
+    let mut poller = poll::Poller::new(targets, spec, config.poll_interval, config.host_timeout, Box::new(|_| {}));
+    poller.round().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let snapshot = poller.round().await;
+    for t in &mut poller.targets {
+        t.collector.close().await;
+    }
+    Ok(snapshot.data_json())
+}
+
 /// A running monserv: the poll loop and the HTTP server, owned by one tracker.
 pub struct Daemon {
     addr: SocketAddr,
@@ -140,24 +183,7 @@ impl Daemon {
         // The perimeter first: a bad certificate or state directory fails the start
         // before any task runs.
         let Perimeter { tls, limits, auth_token } = Perimeter::prepare(&config).await?;
-        let known_hosts = Arc::new(KnownHosts::new(&config.known_hosts, config.host_key_policy));
-        let mut targets = Vec::with_capacity(config.targets.len());
-        for t in &config.targets {
-            let (collector, fallback) = match &t.kind {
-                TargetKind::Local => (Collector::Local(LocalCollector::default()), "local".to_string()),
-                TargetKind::Ssh(ssh) => {
-                    let backoff = Backoff::new(Duration::from_secs(1), config.reconnect_max);
-                    let c = SshCollector::new(ssh.clone(), known_hosts.clone(), backoff)
-                        .map_err(|e| StartError::Target(format!("target {:?}: {e}", t.key)))?;
-                    (Collector::Ssh(Box::new(c)), ssh.host.clone())
-                }
-                TargetKind::Agent(url) => {
-                    let backoff = Backoff::new(Duration::from_secs(1), config.reconnect_max);
-                    (Collector::Agent(collect::agent::AgentCollector::new(url.clone(), backoff)), url.host.clone())
-                }
-            };
-            targets.push(poll::PolledTarget::new(t.key.clone(), fallback, collector));
-        }
+        let targets = polled_targets(&config)?;
         let spec = SampleSpec {
             top_n: config.top_processes,
             fs_filter: FsFilter::new(&config.include_fstypes),

@@ -9,17 +9,32 @@ use std::time::Duration;
 
 mod args;
 
-use args::Command;
+use args::{Command, RuleAction, RuleArgs};
 use monserv::config::{Config, ProcessEnv, EXIT_CONFIG};
 use monserv::Daemon;
 
-fn rule_command(cmd: Command) -> ExitCode {
-    let result = match cmd {
-        Command::RuleCheck { rule } => monserv::rules::cli::check(&rule),
-        Command::RuleTest { rule, snapshot, active, settings } => {
-            monserv::rules::cli::test(&rule, &snapshot, &active, &settings)
-        }
-        _ => return ExitCode::FAILURE,
+fn rule_command(r: RuleArgs) -> ExitCode {
+    use monserv::rules::{cases, cli, scaffold};
+    let rule = r.rule.as_deref();
+    let settings = r.settings_file.as_deref();
+    let result = match (r.action, rule) {
+        (RuleAction::Check, Some(rule)) => cli::check(rule, settings, &r.set),
+        (RuleAction::Test, Some(rule)) => match (&r.snapshot, &r.cases) {
+            (Some(snapshot), _) => cli::test(rule, settings, snapshot, &r.active, &r.set),
+            (None, Some(file)) => match cases::run(rule, settings, file) {
+                Ok((report, true)) => Ok(report),
+                Ok((report, false)) => {
+                    print!("{report}");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => Err(e),
+            },
+            (None, None) => Err("rule test needs --snapshot or --cases".into()),
+        },
+        (RuleAction::Snapshot, _) => snapshot(r.target.as_deref(), r.out.as_deref()),
+        (RuleAction::New, Some(name)) => scaffold::new(name, r.out.as_deref()),
+        (RuleAction::Build, dir) => scaffold::build(dir, r.out.as_deref()),
+        _ => Err("missing argument (see monserv --help)".into()),
     };
     match result {
         Ok(out) => {
@@ -30,6 +45,32 @@ fn rule_command(cmd: Command) -> ExitCode {
             eprintln!("monserv: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `rule snapshot`: this machine (or `--target URL`, read like SERVERS) polled once.
+fn snapshot(target: Option<&str>, out: Option<&std::path::Path>) -> Result<String, String> {
+    struct WithTarget<'a>(Option<&'a str>);
+    impl monserv::config::Env for WithTarget<'_> {
+        fn get(&self, name: &str) -> Option<String> {
+            match (name, self.0) {
+                ("SERVERS", Some(t)) => Some(t.to_string()),
+                _ => ProcessEnv.get(name),
+            }
+        }
+    }
+    let config = Config::load(None, &WithTarget(target)).map_err(|e| format!("config error: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let json = runtime.block_on(monserv::snapshot_once(&config))?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(format!("wrote {} ({} targets)\n", path.display(), config.targets.len()))
+        }
+        None => Ok(String::from_utf8_lossy(&json).into_owned() + "\n"),
     }
 }
 
@@ -71,7 +112,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Run { config, print_config, check_config }) => (config, print_config, check_config),
-        Ok(rule @ (Command::RuleCheck { .. } | Command::RuleTest { .. })) => {
+        Ok(Command::Rule(rule)) => {
             init_logging();
             return rule_command(rule);
         }

@@ -85,8 +85,9 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path rules-wasm/Cargo.toml --all -- --check
 
-log "rules-wasm/dist is built from its sources"
+log "rules-wasm/dist is built from its sources; the expression language's tests"
 cargo run --quiet --manifest-path rules-wasm/Cargo.toml -p builder -- --check
+cargo test --quiet --manifest-path rules-wasm/Cargo.toml -p expression
 
 log "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings

@@ -68,6 +68,9 @@ async fn upload(req: Request<Incoming>, name: &str, api: &RulesApi) -> Response<
             return json_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("rules are limited to {MAX_RULE_BYTES} bytes"))
         }
     };
+    if let Some(text) = settings_text(&bytes) {
+        return upload_settings(name, text, api).await;
+    }
     // Reading settings and writing the file (with fsyncs) are blocking I/O.
     let (dir, rule) = (api.dir.clone(), name.to_string());
     let settings = match blocking(move || dir.settings_for(&rule)).await {
@@ -97,7 +100,83 @@ async fn upload(req: Request<Incoming>, name: &str, api: &RulesApi) -> Response<
     }
 }
 
+/// A body that is TOML (not a component): a settings upload.
+fn settings_text(bytes: &[u8]) -> Option<String> {
+    if bytes.starts_with(b"\0asm") {
+        return None;
+    }
+    let text = std::str::from_utf8(bytes).ok()?;
+    // Text that is no TOML at all is left to the component checks, which say what it
+    // is; a TOML error in something with a condition is reported as such.
+    (text.parse::<toml::Table>().is_ok() || text.contains("when")).then(|| text.to_string())
+}
+
+/// `PUT` of a `.toml`: new settings for the rule of that name (its `.wasm`, or the
+/// built-in), or, with a `when` and no `.wasm`, an expression rule. Validated like
+/// the file in the rules directory, then saved as `<name>.toml`.
+async fn upload_settings(name: &str, text: String, api: &RulesApi) -> Response<Body> {
+    let (dir, rule, body) = (api.dir.clone(), name.to_string(), text.clone());
+    let prepared = blocking(move || -> Result<(Vec<u8>, Source, crate::rules::RuleSettings), String> {
+        let path = dir.dir.join(format!("{rule}.toml"));
+        let base = if rule == BUILTIN_NAME { dir.threshold_base.clone() } else { Default::default() };
+        let mut settings = crate::rules::loader::Loader::settings_from_toml(&body, &base)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        settings.file = Some((path.display().to_string(), body.into()));
+        let wasm = dir.wasm_path(&rule);
+        if wasm.exists() {
+            return Ok((dir.read_rule(&wasm)?, Source::File, settings));
+        }
+        if rule == BUILTIN_NAME && dir.builtin {
+            return Ok((BUILTIN_THRESHOLD.to_vec(), Source::Builtin, settings));
+        }
+        if crate::rules::expression::has_condition(&settings.values) {
+            return Ok((crate::rules::expression::COMPONENT.to_vec(), Source::Expression, settings));
+        }
+        Err(format!(
+            "no rule {rule} to apply these settings to: upload {rule}.wasm first, or add a `when` condition to make an expression rule"
+        ))
+    })
+    .await;
+    let (bytes, source, settings) = match prepared {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return json_error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    match api.engine.install(name, bytes, settings, source).await {
+        Ok(info) => {
+            api.engine.set_rejected(name, None);
+            let path = api.dir.dir.join(format!("{name}.toml"));
+            let saved =
+                blocking(move || crate::store::write_atomic(&path, text.as_bytes()).map_err(|e| e.to_string())).await;
+            if let Err(e) = saved.and_then(|r| r) {
+                return json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("settings are in use but were not saved: {e}"),
+                );
+            }
+            json(StatusCode::OK, serde_json::json!({ "success": true, "data": info }).to_string())
+        }
+        Err(reason) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &format!("rule rejected: {reason}")),
+    }
+}
+
 async fn delete(name: &str, api: &RulesApi) -> Response<Body> {
+    // An expression rule is its settings file.
+    let expression = api.engine.status().iter().any(|r| r.name == name && r.source == Source::Expression)
+        || api.engine.rejected().contains_key(name) && !api.dir.wasm_path(name).exists();
+    if expression {
+        let path = api.dir.dir.join(format!("{name}.toml"));
+        let shown = path.display().to_string();
+        let removed = blocking(move || std::fs::remove_file(&path)).await;
+        if let Ok(Err(e)) = &removed {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot delete {shown}: {e}"));
+            }
+        }
+        api.engine.set_rejected(name, None);
+        api.engine.remove(name).await;
+        return json(StatusCode::OK, r#"{"success":true}"#);
+    }
     let path = api.dir.wasm_path(name);
     let shown = path.display().to_string();
     let removed = blocking(move || match std::fs::remove_file(&path) {

@@ -1,32 +1,122 @@
-//! `monserv rule check` and `monserv rule test`: the authoring loop.
+//! `monserv rule check` and `monserv rule test --snapshot`: the authoring loop.
 //!
-//! Both run the rule in the same sandbox the daemon uses. `test` takes a snapshot as
-//! JSON: a captured `GET /api/state` (or a whole `metrics_update` message, or the Go
-//! MonServ's), and prints the events the rule returns for it.
+//! Both run the rule in the same sandbox, with the same settings checks, as the
+//! daemon. `test` takes a snapshot as JSON: `monserv rule snapshot`'s output, a
+//! captured `GET /api/state` (or a whole `metrics_update` message, or the Go
+//! MonServ's), and prints the events the rule returns for it. Test files with steps
+//! and expected alerts are `cases`.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::engine::{check_settings, trial_error, RuleSettings};
+use super::loader::{Loader, MAX_SETTINGS_BYTES};
 use super::sandbox::{wit, Compiled, Limits, RuleCtx, Sandbox};
 use crate::model::{HostStatus, ServerMetrics};
 
-fn load(path: &Path, limits: Limits) -> Result<(Sandbox, Compiled), String> {
-    let bytes = crate::store::read_regular(path, super::validate::MAX.file_bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let sandbox = Sandbox::new(limits)?;
-    let compiled = sandbox.compile(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((sandbox, compiled))
+/// A rule as the CLI runs it: the component, its settings and the sandbox.
+pub struct Loaded {
+    pub sandbox: Sandbox,
+    pub compiled: Compiled,
+    pub name: String,
+    pub settings: RuleSettings,
+    pub expression: bool,
 }
 
-/// Validate the contract; returns a description of the rule.
-pub fn check(path: &Path) -> Result<String, String> {
-    let (_, c) = load(path, Limits::default())?;
-    let mut out = format!("{}: OK, rule {:?} version {}\n", path.display(), c.info.name, c.info.version);
-    for k in &c.info.config {
-        out.push_str(&format!("  {} (default {}): {}\n", k.name, k.default_value, k.help));
+/// Load RULE (a component, or an expression rule's `.toml`) with its settings
+/// (`--settings`, then `--set`), and check them the way the daemon does before a rule
+/// goes live: declared keys only, and a trial evaluation (on an empty snapshot) that
+/// shows a rule's complaints, expression syntax errors with their line and column.
+pub fn load(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)]) -> Result<Loaded, String> {
+    let shown = rule.display();
+    let name = rule.file_stem().and_then(|s| s.to_str()).unwrap_or("rule").to_string();
+    let read_settings = |path: &Path| -> Result<RuleSettings, String> {
+        let bytes =
+            crate::store::read_regular(path, MAX_SETTINGS_BYTES).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+        let mut s =
+            Loader::settings_from_toml(&text, &HashMap::new()).map_err(|e| format!("{}: {e}", path.display()))?;
+        s.file = Some((path.display().to_string(), text.into()));
+        Ok(s)
+    };
+    let expression = rule.extension().is_some_and(|e| e == "toml");
+    let (bytes, mut settings) = if expression {
+        if settings_file.is_some() {
+            return Err(format!("{shown}: an expression rule is its own settings file; drop --settings"));
+        }
+        let settings = read_settings(rule)?;
+        if !super::expression::has_condition(&settings.values) {
+            return Err(format!(
+                "{shown}: no `when` condition, so not an expression rule (a rule's settings go with --settings)"
+            ));
+        }
+        (super::expression::COMPONENT.to_vec(), settings)
+    } else {
+        let bytes =
+            crate::store::read_regular(rule, super::validate::MAX.file_bytes).map_err(|e| format!("{shown}: {e}"))?;
+        (bytes, settings_file.map(read_settings).transpose()?.unwrap_or_default())
+    };
+    for (k, v) in set {
+        settings.values.insert(k.clone(), v.clone());
+    }
+    let sandbox = Sandbox::new(Limits::default())?;
+    let compiled = sandbox.compile(&bytes).map_err(|e| format!("{shown}: {e}"))?;
+    check_settings(&name, &compiled.info, &settings.values).map_err(|e| e.to_string())?;
+    let ctx = RuleCtx::new(&name, Arc::new(settings.values.clone()));
+    let empty = wit::Snapshot { round: 0, unix_time: 0, targets: vec![] };
+    sandbox.evaluate(&compiled, &ctx, &empty, &[]).map_err(|e| match trial_error(e, settings.file.as_ref()) {
+        // Already names the settings file, line and column.
+        super::engine::InstallError::Settings(located) => located,
+        other => format!("{shown}: {other}"),
+    })?;
+    Ok(Loaded { sandbox, compiled, name, settings, expression })
+}
+
+/// Validate the contract and the settings; describe the rule and its settings.
+pub fn check(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)]) -> Result<String, String> {
+    let l = load(rule, settings_file, set)?;
+    let info = &l.compiled.info;
+    let what = if l.expression { " (an expression rule)" } else { "" };
+    let mut out =
+        format!("{}: OK, rule {} (component {:?} version {}){what}\n", rule.display(), l.name, info.name, info.version);
+    let rows: Vec<[&str; 3]> =
+        info.config.iter().map(|k| [k.name.as_str(), k.default_value.as_str(), k.help.as_str()]).collect();
+    out.push_str(&table(["setting", "default", "meaning"], &rows));
+    out.push_str(&format!(
+        "{:<w$}  {:<d$}  {}\n",
+        "for",
+        "0s",
+        "host: report a condition this long before it fires (90s, 2m, 1h)",
+        w = width(&rows, 0, "setting"),
+        d = width(&rows, 1, "default")
+    ));
+    if !l.settings.values.is_empty() || !l.settings.hold_for.is_zero() {
+        out.push_str("in use:\n");
+        let mut values: Vec<_> = l.settings.values.iter().collect();
+        values.sort();
+        for (k, v) in values {
+            out.push_str(&format!("  {k} = {v:?}\n"));
+        }
+        if !l.settings.hold_for.is_zero() {
+            out.push_str(&format!("  for = {:?}\n", l.settings.hold_for));
+        }
     }
     Ok(out)
+}
+
+fn width(rows: &[[&str; 3]], col: usize, head: &str) -> usize {
+    rows.iter().map(|r| r[col].chars().count()).chain([head.len()]).max().unwrap_or(0).min(40)
+}
+
+/// Left-aligned columns, the last one free.
+fn table(head: [&str; 3], rows: &[[&str; 3]]) -> String {
+    let (w0, w1) = (width(rows, 0, head[0]), width(rows, 1, head[1]));
+    let mut out = String::new();
+    for r in std::iter::once(&head).chain(rows) {
+        out.push_str(&format!("{:<w0$}  {:<w1$}  {}\n", r[0], r[1], r[2]));
+    }
+    out
 }
 
 /// A snapshot file: `{key: ServerMetrics}` or `{"type":"metrics_update","data":{...}}`.
@@ -57,13 +147,18 @@ pub fn parse_snapshot(text: &str) -> Result<wit::Snapshot, String> {
 }
 
 /// Run the rule once on a snapshot file; returns the printed events.
-pub fn test(path: &Path, snapshot: &Path, active: &[String], settings: &[(String, String)]) -> Result<String, String> {
+pub fn test(
+    rule: &Path,
+    settings_file: Option<&Path>,
+    snapshot: &Path,
+    active: &[String],
+    set: &[(String, String)],
+) -> Result<String, String> {
     let text = std::fs::read_to_string(snapshot).map_err(|e| format!("{}: {e}", snapshot.display()))?;
     let snap = parse_snapshot(&text).map_err(|e| format!("{}: {e}", snapshot.display()))?;
-    let (sandbox, c) = load(path, Limits::default())?;
-    let config: HashMap<String, String> = settings.iter().cloned().collect();
-    let ctx = RuleCtx::new(&c.info.name, Arc::new(config));
-    let events = sandbox.evaluate(&c, &ctx, &snap, active).map_err(|e| format!("rule {}: {e}", c.info.name))?;
+    let Loaded { sandbox, compiled: c, name, settings, .. } = load(rule, settings_file, set)?;
+    let ctx = RuleCtx::new(&name, Arc::new(settings.values));
+    let events = sandbox.evaluate(&c, &ctx, &snap, active).map_err(|e| format!("rule {name}: {e}"))?;
     // The same per-event and per-target limits the daemon applies.
     let targets = snap.targets.iter().map(|t| t.key.as_str()).collect();
     let (events, trimmed) = super::output::sanitize(events, &targets, &sandbox.limits);

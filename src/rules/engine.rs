@@ -40,6 +40,8 @@ pub enum Source {
     Builtin,
     /// A `.wasm` file in the rules directory (dropped in or uploaded).
     File,
+    /// A `.toml` with a `when` condition, run by the built-in expression component.
+    Expression,
 }
 
 /// Why a candidate was not swapped in. The previous version (if any) keeps running.
@@ -55,6 +57,9 @@ pub enum InstallError {
     /// leave the rule silently on its default).
     #[error("{0}")]
     UnknownSettings(String),
+    /// A setting the rule refused, placed in the settings file (expression rules).
+    #[error("{0}")]
+    Settings(String),
 }
 
 /// A rule's identity is its name (file or REST name): alert keys, settings file and
@@ -62,8 +67,12 @@ pub enum InstallError {
 /// second instance that evaluates and alerts on its own; that is allowed (one
 /// component, two settings files) but said, since it is usually a copy by mistake.
 fn duplicate_warning<'a>(loaded: impl Iterator<Item = &'a Arc<Slot>>, name: &str, component: &str) -> Option<String> {
-    let others: Vec<&str> =
-        loaded.filter(|s| &*s.ctx.name != name && s.compiled.info.name == component).map(|s| &*s.ctx.name).collect();
+    // Expression rules all run the one expression component, by design.
+    let others: Vec<&str> = loaded
+        .filter(|s| s.source != Source::Expression)
+        .filter(|s| &*s.ctx.name != name && s.compiled.info.name == component)
+        .map(|s| &*s.ctx.name)
+        .collect();
     (!others.is_empty()).then(|| {
         format!(
             "component {component} also runs as rule {}: each instance evaluates and alerts on its own",
@@ -72,8 +81,23 @@ fn duplicate_warning<'a>(loaded: impl Iterator<Item = &'a Arc<Slot>>, name: &str
     })
 }
 
+/// A trial failure; a rule's complaint about a setting is placed in its file.
+pub(crate) fn trial_error(e: EvalError, file: Option<&(String, Arc<str>)>) -> InstallError {
+    if let (EvalError::Rule(msg), Some((path, text))) = (&e, file) {
+        let located = super::expression::locate(text, msg);
+        if located != *msg {
+            return InstallError::Settings(format!("{path}: {located}"));
+        }
+    }
+    InstallError::Trial(e)
+}
+
 /// Refuse settings keys the rule does not declare, naming the ones it does.
-fn check_settings(rule: &str, info: &RuleInfo, values: &HashMap<String, String>) -> Result<(), InstallError> {
+pub(crate) fn check_settings(
+    rule: &str,
+    info: &RuleInfo,
+    values: &HashMap<String, String>,
+) -> Result<(), InstallError> {
     let known: Vec<&str> = info.config.iter().map(|k| k.name.as_str()).collect();
     let mut unknown: Vec<&str> = values.keys().map(String::as_str).filter(|k| !known.contains(k)).collect();
     if unknown.is_empty() {
@@ -82,7 +106,7 @@ fn check_settings(rule: &str, info: &RuleInfo, values: &HashMap<String, String>)
     unknown.sort_unstable();
     let accepted = if known.is_empty() { "no settings".to_string() } else { known.join(", ") };
     Err(InstallError::UnknownSettings(format!(
-        "{rule}.toml: unknown setting{} {}; rule {rule} accepts {accepted} (and for_seconds)",
+        "{rule}.toml: unknown setting{} {}; rule {rule} accepts {accepted} (and for)",
         if unknown.len() > 1 { "s" } else { "" },
         unknown.join(", ")
     )))
@@ -205,6 +229,8 @@ fn removal_recovery(rule: &str, key: String, subject: &str) -> (String, String, 
 pub struct RuleSettings {
     pub values: HashMap<String, String>,
     pub hold_for: Duration,
+    /// The settings file (path, text) they came from: errors are placed in it.
+    pub file: Option<(String, Arc<str>)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -360,11 +386,23 @@ impl RuleEngine {
         let trial_snapshot = lock(&self.latest).clone();
         let active = lock(&self.alerts).active_keys(name);
         let trial_ctx = ctx.clone();
+        // The same component already loaded (the expression component under several
+        // names, a settings-only change): its compiled code is shared, not rebuilt.
+        let same_code = self.slots().into_iter().find(|s| s.code == code).map(|s| s.compiled.clone());
+        let file = settings.file.clone();
+        let source_kind = source.clone();
         let compiled = tokio::task::spawn_blocking(move || -> Result<Compiled, InstallError> {
-            let compiled = sandbox.compile(&bytes)?;
+            let compiled = match same_code {
+                Some(c) => c,
+                None => sandbox.compile(&bytes)?,
+            };
             check_settings(&trial_ctx.name, &compiled.info, &trial_ctx.config)?;
-            if let Some(snap) = trial_snapshot {
-                sandbox.evaluate(&compiled, &trial_ctx, &snap, &active).map_err(InstallError::Trial)?;
+            // Before the first round, an expression rule still gets its condition
+            // checked (on an empty snapshot); other rules wait for real data.
+            let empty = || Arc::new(wit::Snapshot { round: 0, unix_time: 0, targets: vec![] });
+            let snap = trial_snapshot.or_else(|| (source_kind == Source::Expression).then(empty));
+            if let Some(snap) = snap {
+                sandbox.evaluate(&compiled, &trial_ctx, &snap, &active).map_err(|e| trial_error(e, file.as_ref()))?;
             }
             Ok(compiled)
         })
@@ -372,7 +410,8 @@ impl RuleEngine {
         .map_err(|e| InstallError::Task(e.to_string()))??;
         let info = compiled.info.clone();
         let mut rules = self.rules.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(warning) = duplicate_warning(rules.values(), name, &info.name) {
+        let warning = (source != Source::Expression).then(|| duplicate_warning(rules.values(), name, &info.name));
+        if let Some(warning) = warning.flatten() {
             tracing::warn!(rule = name, "{warning}");
         }
         // Counters follow the rule across versions; only the failure streak restarts.
@@ -615,7 +654,9 @@ impl RuleEngine {
                 let st = lock(&s.stats).clone();
                 let quarantined = st.quarantined_until.is_some_and(|u| Instant::now() < u);
                 RuleStatus {
-                    warning: duplicate_warning(slots.iter(), &s.ctx.name, &s.compiled.info.name),
+                    warning: (s.source != Source::Expression)
+                        .then(|| duplicate_warning(slots.iter(), &s.ctx.name, &s.compiled.info.name))
+                        .flatten(),
                     name: s.ctx.name.to_string(),
                     version: s.compiled.info.version.clone(),
                     source: s.source.clone(),

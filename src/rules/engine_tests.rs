@@ -39,7 +39,7 @@ async fn engine_with(limits: RuleLimits, rules: &[Spec<'_>]) -> RuleEngine {
     let engine = RuleEngine::new(Sandbox::new(limits).unwrap());
     for (name, file, config) in rules {
         let values = config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let settings = RuleSettings { values, hold_for: Duration::ZERO };
+        let settings = RuleSettings { values, ..RuleSettings::default() };
         engine.install(name, dist(file), settings, Source::File).await.unwrap();
     }
     engine
@@ -122,7 +122,7 @@ async fn restart_keeps_the_state_of_loaded_and_rejected_rules_only() {
     store.commit(&Changes { fired, ..Changes::default() }).unwrap();
     let engine = RuleEngine::with_store(Sandbox::new(RuleLimits::default()).unwrap(), Some(store.clone()));
     let settings =
-        RuleSettings { values: [("memory_percent".to_string(), "10".to_string())].into(), hold_for: Duration::ZERO };
+        RuleSettings { values: [("memory_percent".to_string(), "10".to_string())].into(), ..RuleSettings::default() };
     engine.install("threshold", dist("threshold.wasm"), settings, Source::File).await.unwrap();
     engine.set_rejected("typo", Some("typo.toml: expected a value".into()));
     engine.forget_unloaded().await;

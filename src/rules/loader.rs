@@ -48,6 +48,41 @@ pub fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// A `for` duration: seconds as a number, or `90s`, `2m`, `1h30m`, `1.5h`; at most a day.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let secs = match text.parse::<f64>() {
+        Ok(n) => n,
+        Err(_) => {
+            let (mut total, mut number) = (0.0, String::new());
+            for c in text.chars() {
+                match c {
+                    '0'..='9' | '.' => number.push(c),
+                    's' | 'm' | 'h' | 'd' if !number.is_empty() => {
+                        let n: f64 = number.parse().map_err(|_| format!("{number:?} is not a number"))?;
+                        total += n * match c {
+                            's' => 1.0,
+                            'm' => 60.0,
+                            'h' => 3600.0,
+                            _ => 86_400.0,
+                        };
+                        number.clear();
+                    }
+                    _ => return Err("write seconds, or a duration like 90s, 2m, 1h30m".into()),
+                }
+            }
+            if !number.is_empty() {
+                return Err("a unit is missing after the last number (s, m, h or d)".into());
+            }
+            total
+        }
+    };
+    if !(secs.is_finite() && (0.0..=86_400.0).contains(&secs)) {
+        return Err("must be between 0 and 1 day".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// Why a rule's settings could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
@@ -82,11 +117,13 @@ impl RulesDir {
             Ok(bytes) => {
                 let text = String::from_utf8(bytes)
                     .map_err(|_| SettingsError::Invalid { path: shown(), reason: "not UTF-8".into() })?;
-                Loader::settings_from_toml(&text, &base)
-                    .map_err(|reason| SettingsError::Invalid { path: shown(), reason })
+                let mut settings = Loader::settings_from_toml(&text, &base)
+                    .map_err(|reason| SettingsError::Invalid { path: shown(), reason })?;
+                settings.file = Some((shown(), text.into()));
+                Ok(settings)
             }
             Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(RuleSettings { values: base, hold_for: Duration::ZERO })
+                Ok(RuleSettings { values: base, ..RuleSettings::default() })
             }
             Err(e) => Err(SettingsError::Read { path: shown(), reason: e.to_string() }),
         }
@@ -123,6 +160,7 @@ impl RulesDir {
                 want.insert(stem.to_string(), candidate);
             }
         }
+        self.scan_expressions(&mut want);
         if self.builtin && !want.contains_key(BUILTIN_NAME) {
             let candidate = self.settings_for(BUILTIN_NAME).map_err(|e| e.to_string()).map(|settings| Candidate {
                 bytes: BUILTIN_THRESHOLD.to_vec(),
@@ -132,6 +170,40 @@ impl RulesDir {
             want.insert(BUILTIN_NAME.to_string(), candidate);
         }
         (want, refused)
+    }
+}
+
+impl RulesDir {
+    /// `<name>.toml` files with no `<name>.wasm` and a `when`: expression rules. A
+    /// settings file waiting for its `.wasm` (no `when`) is left alone; one that does
+    /// not parse is refused if it looks like a condition.
+    fn scan_expressions(&self, want: &mut HashMap<String, Result<Candidate, String>>) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let (Some(stem), Some("toml")) =
+                (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|e| e.to_str()))
+            else {
+                continue;
+            };
+            if want.contains_key(stem) || (stem == BUILTIN_NAME && self.builtin) || !valid_name(stem) {
+                continue;
+            }
+            let candidate = match self.settings_for(stem) {
+                Ok(settings) if super::expression::has_condition(&settings.values) => {
+                    Ok(Candidate { bytes: super::expression::COMPONENT.to_vec(), source: Source::Expression, settings })
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    let text = read_regular(&path, MAX_SETTINGS_BYTES).unwrap_or_default();
+                    if !String::from_utf8_lossy(&text).contains("when") {
+                        continue;
+                    }
+                    Err(e.to_string())
+                }
+            };
+            want.insert(stem.to_string(), candidate);
+        }
     }
 }
 
@@ -216,7 +288,7 @@ impl Loader {
             });
             format!("{}{}", at.unwrap_or_default(), e.message().replace('\n', " "))
         })?;
-        let mut settings = RuleSettings { values: base.clone(), hold_for: Duration::ZERO };
+        let mut settings = RuleSettings { values: base.clone(), ..RuleSettings::default() };
         for (k, v) in table {
             let text = match v {
                 toml::Value::String(s) => s,
@@ -230,12 +302,8 @@ impl Loader {
                     ))
                 }
             };
-            if k == "for_seconds" {
-                let secs: f64 = text.parse().map_err(|_| format!("for_seconds = {text:?} is not a number"))?;
-                if !(secs.is_finite() && (0.0..=86_400.0).contains(&secs)) {
-                    return Err(format!("for_seconds = {secs}: must be between 0 and 86400"));
-                }
-                settings.hold_for = Duration::from_secs_f64(secs);
+            if k == "for_seconds" || k == "for" {
+                settings.hold_for = parse_duration(&text).map_err(|why| format!("{k} = {text:?}: {why}"))?;
             } else {
                 settings.values.insert(k, text);
             }

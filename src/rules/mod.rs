@@ -11,15 +11,18 @@
 //! `loader` watches the rules directory; `rule_log` limits a rule's log lines.
 
 pub mod alert;
+pub mod cases;
 pub mod cli;
 pub mod compiler;
 pub mod convert;
 pub mod engine;
+pub mod expression;
 pub mod loader;
 pub mod output;
 pub mod rule_log;
 pub mod runner;
 pub mod sandbox;
+pub mod scaffold;
 pub mod validate;
 
 pub use engine::{RuleEngine, RuleSettings, RuleStatus, Source};

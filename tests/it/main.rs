@@ -12,6 +12,7 @@ mod clients;
 mod collect_hosts;
 mod compile;
 mod durable;
+mod expression;
 mod failures;
 mod notify;
 mod perimeter;
