@@ -40,7 +40,11 @@ pub fn load(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)])
         s.file = Some((path.display().to_string(), text.into()));
         Ok(s)
     };
-    let expression = rule.extension().is_some_and(|e| e == "toml");
+    // A `.toml` that mentions a condition is an expression rule; any other file is
+    // checked as a component (which names what it is if it is not one).
+    let expression = rule.extension().is_some_and(|e| e == "toml")
+        && crate::store::read_regular(rule, MAX_SETTINGS_BYTES)
+            .is_ok_and(|b| String::from_utf8_lossy(&b).contains("when"));
     let (bytes, mut settings) = if expression {
         if settings_file.is_some() {
             return Err(format!("{shown}: an expression rule is its own settings file; drop --settings"));
@@ -63,6 +67,10 @@ pub fn load(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)])
     let sandbox = Sandbox::new(Limits::default())?;
     let compiled = sandbox.compile(&bytes).map_err(|e| format!("{shown}: {e}"))?;
     check_settings(&name, &compiled.info, &settings.values).map_err(|e| e.to_string())?;
+    if !expression {
+        // As in the daemon, a component's trial is on real data (`rule test`).
+        return Ok(Loaded { sandbox, compiled, name, settings, expression });
+    }
     let ctx = RuleCtx::new(&name, Arc::new(settings.values.clone()));
     let empty = wit::Snapshot { round: 0, unix_time: 0, targets: vec![] };
     sandbox.evaluate(&compiled, &ctx, &empty, &[]).map_err(|e| match trial_error(e, settings.file.as_ref()) {

@@ -278,7 +278,7 @@ fn rule_test_runs_example_rules_on_a_snapshot() {
     assert!(out.contains("recovery ssh://scada:***@192.168.4.3:2222/disk//var  [RECOVERED] scadanas disk /var  Disk /var back to 99.0%\n"), "{out}");
     // A hostile rule gets a clear error, not a hang.
     let (code, _, err) = rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/test/spin.wasm", "--snapshot", snap]);
-    assert_eq!((code, err.trim()), (1, "monserv: rule hostile-spin: exceeded its 100ms time limit"));
+    assert_eq!((code, err.trim()), (1, "monserv: rule spin: exceeded its 100ms time limit"));
     let (code, _, err) =
         rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/threshold.wasm", "--snapshot", "@ROOT/Cargo.toml"]);
     assert_eq!(code, 1);
@@ -289,11 +289,11 @@ fn rule_test_runs_example_rules_on_a_snapshot() {
 fn rule_check_validates_the_contract() {
     let (code, out, err) = rule_cli(&["rule", "check", "@ROOT/rules-wasm/dist/examples/low-disk-space.wasm"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("OK, rule \"low-disk-space\" version 0.1.0\n"), "{out}");
-    assert!(
-        out.contains("  min_free_mib (default 1024): alert when a filesystem has less free space than this\n"),
-        "{out}"
-    );
+    assert!(out.contains("OK, rule low-disk-space (component \"low-disk-space\" version 0.1.0)\n"), "{out}");
+    // The settings as a table: name, default, meaning.
+    let row: Vec<&str> = out.lines().find(|l| l.starts_with("min_free_mib ")).unwrap().split_whitespace().collect();
+    assert_eq!(row[..2], ["min_free_mib", "1024"], "{out}");
+    assert!(out.contains("  alert when a filesystem has less free space than this\n"), "{out}");
     let (code, _, err) = rule_cli(&["rule", "check", "@ROOT/rules-wasm/dist/test/wasi-import.wasm"]);
     assert_eq!(code, 1);
     assert!(
