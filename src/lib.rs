@@ -141,16 +141,21 @@ fn polled_targets(config: &Config) -> Result<Vec<poll::PolledTarget>, StartError
     Ok(targets)
 }
 
+/// What every collector is asked for.
+fn sample_spec(config: &Config) -> SampleSpec {
+    SampleSpec {
+        top_n: config.top_processes,
+        fs_filter: FsFilter::new(&config.include_fstypes),
+        max_output_bytes: config.max_output_bytes,
+    }
+}
+
 /// `monserv rule snapshot`: poll the configured targets twice (CPU use is a
 /// difference between two samples), one second apart, without a daemon; the result
 /// is the `metrics_update` data, which `rule test --snapshot` reads.
 pub async fn snapshot_once(config: &Config) -> Result<Vec<u8>, String> {
     let targets = polled_targets(config).map_err(|e| e.to_string())?;
-    let spec = SampleSpec {
-        top_n: config.top_processes,
-        fs_filter: FsFilter::new(&config.include_fstypes),
-        max_output_bytes: config.max_output_bytes,
-    };
+    let spec = sample_spec(config);
     let mut poller = poll::Poller::new(targets, spec, config.poll_interval, config.host_timeout, Box::new(|_| {}));
     poller.round().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -184,11 +189,7 @@ impl Daemon {
         // before any task runs.
         let Perimeter { tls, limits, auth_token } = Perimeter::prepare(&config).await?;
         let targets = polled_targets(&config)?;
-        let spec = SampleSpec {
-            top_n: config.top_processes,
-            fs_filter: FsFilter::new(&config.include_fstypes),
-            max_output_bytes: config.max_output_bytes,
-        };
+        let spec = sample_spec(&config);
 
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();

@@ -108,7 +108,8 @@ fn settings_text(bytes: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(bytes).ok()?;
     // Text that is no TOML at all is left to the component checks, which say what it
     // is; a TOML error in something with a condition is reported as such.
-    (text.parse::<toml::Table>().is_ok() || text.contains("when")).then(|| text.to_string())
+    (text.parse::<toml::Table>().is_ok() || crate::rules::expression::mentions_condition(text))
+        .then(|| text.to_string())
 }
 
 /// `PUT` of a `.toml`: new settings for the rule of that name (its `.wasm`, or the
@@ -117,24 +118,17 @@ fn settings_text(bytes: &[u8]) -> Option<String> {
 async fn upload_settings(name: &str, text: String, api: &RulesApi) -> Response<Body> {
     let (dir, rule, body) = (api.dir.clone(), name.to_string(), text.clone());
     let prepared = blocking(move || -> Result<(Vec<u8>, Source, crate::rules::RuleSettings), String> {
-        let path = dir.dir.join(format!("{rule}.toml"));
+        let path = dir.settings_path(&rule);
         let base = if rule == BUILTIN_NAME { dir.threshold_base.clone() } else { Default::default() };
         let mut settings = crate::rules::loader::Loader::settings_from_toml(&body, &base)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         settings.file = Some((path.display().to_string(), body.into()));
-        let wasm = dir.wasm_path(&rule);
-        if wasm.exists() {
-            return Ok((dir.read_rule(&wasm)?, Source::File, settings));
+        match dir.code_for(&rule, &settings)? {
+            Some((bytes, source)) => Ok((bytes.into_owned(), source, settings)),
+            None => Err(format!(
+                "no rule {rule} to apply these settings to: upload {rule}.wasm first, or add a `when` condition to make an expression rule"
+            )),
         }
-        if rule == BUILTIN_NAME && dir.builtin {
-            return Ok((BUILTIN_THRESHOLD.to_vec(), Source::Builtin, settings));
-        }
-        if crate::rules::expression::has_condition(&settings.values) {
-            return Ok((crate::rules::expression::COMPONENT.to_vec(), Source::Expression, settings));
-        }
-        Err(format!(
-            "no rule {rule} to apply these settings to: upload {rule}.wasm first, or add a `when` condition to make an expression rule"
-        ))
     })
     .await;
     let (bytes, source, settings) = match prepared {
@@ -145,7 +139,7 @@ async fn upload_settings(name: &str, text: String, api: &RulesApi) -> Response<B
     match api.engine.install(name, bytes, settings, source).await {
         Ok(info) => {
             api.engine.set_rejected(name, None);
-            let path = api.dir.dir.join(format!("{name}.toml"));
+            let path = api.dir.settings_path(name);
             let saved =
                 blocking(move || crate::store::write_atomic(&path, text.as_bytes()).map_err(|e| e.to_string())).await;
             if let Err(e) = saved.and_then(|r| r) {
@@ -161,11 +155,10 @@ async fn upload_settings(name: &str, text: String, api: &RulesApi) -> Response<B
 }
 
 async fn delete(name: &str, api: &RulesApi) -> Response<Body> {
-    // An expression rule is its settings file.
-    let expression = api.engine.status().iter().any(|r| r.name == name && r.source == Source::Expression)
-        || api.engine.rejected().contains_key(name) && !api.dir.wasm_path(name).exists();
-    if expression {
-        let path = api.dir.dir.join(format!("{name}.toml"));
+    // An expression rule is its settings file (loaded or not, parsing or not).
+    let (dir, rule) = (api.dir.clone(), name.to_string());
+    if blocking(move || dir.is_expression(&rule)).await.unwrap_or(false) {
+        let path = api.dir.settings_path(name);
         let shown = path.display().to_string();
         let removed = blocking(move || std::fs::remove_file(&path)).await;
         if let Ok(Err(e)) = &removed {

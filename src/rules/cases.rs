@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::alert::AlertState;
-use super::cli::{load, parse_snapshot};
+use super::cli::{load, parse_snapshot, read_text};
 use super::loader::parse_duration;
 use super::sandbox::{wit, RuleCtx};
 
@@ -104,6 +104,8 @@ struct Seen {
 }
 
 const GIB: u64 = 1 << 30;
+/// Most rounds one step may repeat (a day of 4 s rounds).
+const MAX_REPEAT: u32 = 21_600;
 
 fn metrics(h: &Host, key: &str) -> wit::Metrics {
     let total = h.memory_total.unwrap_or(8 * GIB);
@@ -151,7 +153,7 @@ fn metrics(h: &Host, key: &str) -> wit::Metrics {
 /// Run the test file; returns the report, and whether every step passed.
 pub fn run(rule: &Path, settings_file: Option<&Path>, cases: &Path) -> Result<(String, bool), String> {
     let shown = cases.display().to_string();
-    let text = std::fs::read_to_string(cases).map_err(|e| format!("{shown}: {e}"))?;
+    let text = read_text(cases)?;
     let file: TestFile = toml::from_str(&text).map_err(|e| format!("{shown}: {}", e.to_string().trim()))?;
     let interval = match &file.interval {
         None => Duration::from_secs(4),
@@ -186,11 +188,14 @@ pub fn run(rule: &Path, settings_file: Option<&Path>, cases: &Path) -> Result<(S
             (Some(hosts), None) => Some(Inputs::Hosts(hosts.clone())),
             (None, Some(file)) => {
                 let path = dir.join(file);
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let text = read_text(&path)?;
                 Some(Inputs::Snapshot(parse_snapshot(&text).map_err(|e| format!("{}: {e}", path.display()))?))
             }
             (None, None) => inputs,
         };
+        if step.repeat > MAX_REPEAT {
+            return Err(format!("{shown}: step {n}: repeat = {} (at most {MAX_REPEAT})", step.repeat));
+        }
         let Some(current) = &inputs else {
             return Err(format!("{shown}: step {n}: no hosts (or snapshot) yet"));
         };

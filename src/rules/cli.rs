@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::engine::{check_settings, trial_error, RuleSettings};
-use super::loader::{Loader, MAX_SETTINGS_BYTES};
+use super::loader::{read_settings, MAX_SETTINGS_BYTES};
 use super::sandbox::{wit, Compiled, Limits, RuleCtx, Sandbox};
 use crate::model::{HostStatus, ServerMetrics};
 
@@ -31,20 +31,10 @@ pub struct Loaded {
 pub fn load(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)]) -> Result<Loaded, String> {
     let shown = rule.display();
     let name = rule.file_stem().and_then(|s| s.to_str()).unwrap_or("rule").to_string();
-    let read_settings = |path: &Path| -> Result<RuleSettings, String> {
-        let bytes =
-            crate::store::read_regular(path, MAX_SETTINGS_BYTES).map_err(|e| format!("{}: {e}", path.display()))?;
-        let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
-        let mut s =
-            Loader::settings_from_toml(&text, &HashMap::new()).map_err(|e| format!("{}: {e}", path.display()))?;
-        s.file = Some((path.display().to_string(), text.into()));
-        Ok(s)
-    };
-    // A `.toml` that mentions a condition is an expression rule; any other file is
-    // checked as a component (which names what it is if it is not one).
+    let read_settings = |path: &Path| read_settings(path, HashMap::new()).map_err(|e| e.to_string());
     let expression = rule.extension().is_some_and(|e| e == "toml")
         && crate::store::read_regular(rule, MAX_SETTINGS_BYTES)
-            .is_ok_and(|b| String::from_utf8_lossy(&b).contains("when"));
+            .is_ok_and(|b| super::expression::mentions_condition(&String::from_utf8_lossy(&b)));
     let (bytes, mut settings) = if expression {
         if settings_file.is_some() {
             return Err(format!("{shown}: an expression rule is its own settings file; drop --settings"));
@@ -127,6 +117,15 @@ fn table(head: [&str; 3], rows: &[[&str; 3]]) -> String {
     out
 }
 
+/// Largest snapshot or test file read (a 1000-host snapshot is about 2 MB).
+const MAX_INPUT_BYTES: usize = 64 << 20;
+
+/// An input file as text: regular files only (a FIFO is refused, never waited on), capped.
+pub(crate) fn read_text(path: &Path) -> Result<String, String> {
+    let bytes = crate::store::read_regular(path, MAX_INPUT_BYTES).map_err(|e| format!("{}: {e}", path.display()))?;
+    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))
+}
+
 /// A snapshot file: `{key: ServerMetrics}` or `{"type":"metrics_update","data":{...}}`.
 pub fn parse_snapshot(text: &str) -> Result<wit::Snapshot, String> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("snapshot is not JSON: {e}"))?;
@@ -162,7 +161,7 @@ pub fn test(
     active: &[String],
     set: &[(String, String)],
 ) -> Result<String, String> {
-    let text = std::fs::read_to_string(snapshot).map_err(|e| format!("{}: {e}", snapshot.display()))?;
+    let text = read_text(snapshot)?;
     let snap = parse_snapshot(&text).map_err(|e| format!("{}: {e}", snapshot.display()))?;
     let Loaded { sandbox, compiled: c, name, settings, .. } = load(rule, settings_file, set)?;
     let ctx = RuleCtx::new(&name, Arc::new(settings.values));

@@ -14,6 +14,15 @@ pub fn has_condition(values: &std::collections::HashMap<String, String>) -> bool
     values.contains_key("when")
 }
 
+/// Text meant as a condition, even if it does not parse (then its TOML error is
+/// the rule's error, not a reason to ignore the file): a line setting `when`.
+pub fn mentions_condition(text: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim_start().trim_start_matches(['"', '\'']);
+        l.strip_prefix("when").is_some_and(|rest| rest.trim_start_matches(['"', '\'']).trim_start().starts_with('='))
+    })
+}
+
 /// Rewrite the component's `KEY: line L, column C: what` (a position in the value of
 /// setting KEY) as `line L', column C' (in KEY): what` in the settings file's
 /// coordinates. Other messages come back unchanged.
@@ -104,5 +113,13 @@ mod tests {
         // Not a positioned message, or a key that is not in the file: unchanged.
         assert_eq!(locate(file, "`when` is missing"), "`when` is missing");
         assert_eq!(locate(file, "subject: line 1, column 2: x"), "subject: line 1, column 2: x");
+    }
+
+    #[test]
+    fn conditions_are_recognised_before_parsing() {
+        assert!(mentions_condition("# x\n  when = 'broken"));
+        assert!(mentions_condition("\"when\" = 1"));
+        assert!(!mentions_condition("# alert when memory is high\nmemory_percent = 80"));
+        assert!(!mentions_condition("whenever = 1"));
     }
 }

@@ -17,6 +17,7 @@
 //! reason (logged once per change of the file) and the previous version keeps
 //! running; the same bad bytes are not retried until they change.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,26 +108,15 @@ impl RulesDir {
         self.dir.join(format!("{name}.wasm"))
     }
 
+    pub fn settings_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.toml"))
+    }
+
     /// The settings of rule `name`: its `<name>.toml` over the base values. Blocking
     /// I/O: call off the async workers.
     pub fn settings_for(&self, name: &str) -> Result<RuleSettings, SettingsError> {
         let base = if name == BUILTIN_NAME { self.threshold_base.clone() } else { HashMap::new() };
-        let path = self.dir.join(format!("{name}.toml"));
-        let shown = || path.display().to_string();
-        match read_regular(&path, MAX_SETTINGS_BYTES) {
-            Ok(bytes) => {
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| SettingsError::Invalid { path: shown(), reason: "not UTF-8".into() })?;
-                let mut settings = Loader::settings_from_toml(&text, &base)
-                    .map_err(|reason| SettingsError::Invalid { path: shown(), reason })?;
-                settings.file = Some((shown(), text.into()));
-                Ok(settings)
-            }
-            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(RuleSettings { values: base, ..RuleSettings::default() })
-            }
-            Err(e) => Err(SettingsError::Read { path: shown(), reason: e.to_string() }),
-        }
+        read_settings(&self.settings_path(name), base)
     }
 
     /// Read a rule file the way the loader does. Blocking I/O.
@@ -134,84 +124,105 @@ impl RulesDir {
         read_regular(path, MAX_RULE_BYTES).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// What rule `name` runs with `settings`: its `.wasm` if there is one, else the
+    /// built-in threshold rule, else (with a `when`) the expression component;
+    /// `None` for settings waiting for their `.wasm`. Blocking I/O.
+    pub fn code_for(&self, name: &str, settings: &RuleSettings) -> Result<Option<Code>, String> {
+        let wasm = self.wasm_path(name);
+        match read_regular(&wasm, MAX_RULE_BYTES) {
+            Ok(bytes) => return Ok(Some((Cow::Owned(bytes), Source::File))),
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", wasm.display())),
+        }
+        if name == BUILTIN_NAME && self.builtin {
+            return Ok(Some((Cow::Borrowed(BUILTIN_THRESHOLD), Source::Builtin)));
+        }
+        if super::expression::has_condition(&settings.values) {
+            return Ok(Some((Cow::Borrowed(super::expression::COMPONENT), Source::Expression)));
+        }
+        Ok(None)
+    }
+
+    /// Whether `name` is an expression rule by its files: no `.wasm`, and a settings
+    /// file with a condition (even one that does not parse). Blocking I/O.
+    pub fn is_expression(&self, name: &str) -> bool {
+        !(self.wasm_path(name).exists() || name == BUILTIN_NAME && self.builtin)
+            && read_regular(&self.settings_path(name), MAX_SETTINGS_BYTES)
+                .is_ok_and(|text| super::expression::mentions_condition(&String::from_utf8_lossy(&text)))
+    }
+
     /// What the directory (and the built-in) say should be loaded, by rule name, and
-    /// files refused by name alone. Blocking I/O: call off the async workers.
+    /// files refused by name alone. One listing of the directory. Blocking I/O: call
+    /// off the async workers.
     fn scan(&self) -> Scan {
-        let mut want = HashMap::new();
+        let mut names = std::collections::BTreeSet::new();
         let mut refused = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let (Some(stem), Some("wasm")) =
-                    (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|e| e.to_str()))
-                else {
-                    continue;
-                };
-                if !valid_name(stem) {
-                    let file = entry.file_name().to_string_lossy().into_owned();
-                    refused
-                        .push((file, "ignored: rule names are lowercase letters, digits, - and _ (at most 64)".into()));
-                    continue;
-                }
-                let candidate = self.read_rule(&path).and_then(|bytes| {
-                    let settings = self.settings_for(stem).map_err(|e| e.to_string())?;
-                    Ok(Candidate { bytes, source: Source::File, settings })
-                });
-                want.insert(stem.to_string(), candidate);
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let (Some(stem), Some(ext @ ("wasm" | "toml"))) =
+                (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|e| e.to_str()))
+            else {
+                continue;
+            };
+            if valid_name(stem) {
+                names.insert(stem.to_string());
+            } else if ext == "wasm" {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                refused.push((file, "ignored: rule names are lowercase letters, digits, - and _ (at most 64)".into()));
             }
         }
-        self.scan_expressions(&mut want);
-        if self.builtin && !want.contains_key(BUILTIN_NAME) {
-            let candidate = self.settings_for(BUILTIN_NAME).map_err(|e| e.to_string()).map(|settings| Candidate {
-                bytes: BUILTIN_THRESHOLD.to_vec(),
-                source: Source::Builtin,
-                settings,
-            });
-            want.insert(BUILTIN_NAME.to_string(), candidate);
+        if self.builtin {
+            names.insert(BUILTIN_NAME.to_string());
+        }
+        let mut want = HashMap::new();
+        for name in names {
+            let candidate = match self.settings_for(&name) {
+                Ok(settings) => match self.code_for(&name, &settings) {
+                    Ok(Some((bytes, source))) => Ok(Candidate { bytes, source, settings }),
+                    Ok(None) => continue,
+                    Err(e) => Err(e),
+                },
+                // Broken settings are the rule's problem if there is a rule: a
+                // `.wasm`, the built-in, or a file meant as a condition.
+                Err(e) if self.wasm_path(&name).exists() || name == BUILTIN_NAME || self.is_expression(&name) => {
+                    Err(e.to_string())
+                }
+                Err(_) => continue,
+            };
+            want.insert(name, candidate);
         }
         (want, refused)
     }
 }
 
-impl RulesDir {
-    /// `<name>.toml` files with no `<name>.wasm` and a `when`: expression rules. A
-    /// settings file waiting for its `.wasm` (no `when`) is left alone; one that does
-    /// not parse is refused if it looks like a condition.
-    fn scan_expressions(&self, want: &mut HashMap<String, Result<Candidate, String>>) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let (Some(stem), Some("toml")) =
-                (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|e| e.to_str()))
-            else {
-                continue;
-            };
-            if want.contains_key(stem) || (stem == BUILTIN_NAME && self.builtin) || !valid_name(stem) {
-                continue;
-            }
-            let candidate = match self.settings_for(stem) {
-                Ok(settings) if super::expression::has_condition(&settings.values) => {
-                    Ok(Candidate { bytes: super::expression::COMPONENT.to_vec(), source: Source::Expression, settings })
-                }
-                Ok(_) => continue,
-                Err(e) => {
-                    let text = read_regular(&path, MAX_SETTINGS_BYTES).unwrap_or_default();
-                    if !String::from_utf8_lossy(&text).contains("when") {
-                        continue;
-                    }
-                    Err(e.to_string())
-                }
-            };
-            want.insert(stem.to_string(), candidate);
+/// Read a settings file over `base` (just `base` if there is none). Blocking I/O.
+pub fn read_settings(path: &Path, base: HashMap<String, String>) -> Result<RuleSettings, SettingsError> {
+    let shown = || path.display().to_string();
+    match read_regular(path, MAX_SETTINGS_BYTES) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes)
+                .map_err(|_| SettingsError::Invalid { path: shown(), reason: "not UTF-8".into() })?;
+            let mut settings = Loader::settings_from_toml(&text, &base)
+                .map_err(|reason| SettingsError::Invalid { path: shown(), reason })?;
+            settings.file = Some((shown(), text.into()));
+            Ok(settings)
         }
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(RuleSettings { values: base, ..RuleSettings::default() })
+        }
+        Err(e) => Err(SettingsError::Read { path: shown(), reason: e.to_string() }),
     }
 }
+
+/// A rule's code and where it comes from; built-in code is borrowed, not copied at
+/// every scan.
+pub type Code = (Cow<'static, [u8]>, Source);
 
 /// A scan: candidates by rule name, and files refused by name alone (with why).
 type Scan = (HashMap<String, Result<Candidate, String>>, Vec<(String, String)>);
 
 struct Candidate {
-    bytes: Vec<u8>,
+    bytes: Cow<'static, [u8]>,
     source: Source,
     settings: RuleSettings,
 }
@@ -346,7 +357,7 @@ impl Loader {
                         continue;
                     }
                     let installed =
-                        self.engine.install(name, c.bytes.clone(), c.settings.clone(), c.source.clone()).await;
+                        self.engine.install(name, c.bytes.to_vec(), c.settings.clone(), c.source.clone()).await;
                     installed.map_err(|e| {
                         self.rejected.insert(name.clone(), d);
                         e.to_string()

@@ -165,6 +165,16 @@ async fn expression_errors_name_the_line_and_column_everywhere() {
     assert!(!rules.join("disks.toml").exists(), "an expression rule is its file");
     let list = d.rules(Some("expr-token")).await;
     assert!(find(&list["rules"], "disks").is_none(), "{list:#}");
+    // A broken expression rule (never loaded) is its file too: DELETE removes it.
+    let (status, body) = support::http_send(d.addr, "DELETE", "/api/v1/rules/bad", &auth, b"").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!rules.join("bad.toml").exists());
+    // Settings with no rule to apply them to are refused, not saved.
+    let (status, body) =
+        support::http_send(d.addr, "PUT", "/api/v1/rules/lonely", &auth, b"memory_percent = 5\n").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("upload lonely.wasm first, or add a `when` condition"), "{body}");
+    assert!(!rules.join("lonely.toml").exists());
     assert!(d.shutdown().await);
 
     // The CLI, on the same file.
@@ -219,6 +229,12 @@ expect = [{{ recovery = "web1/when", message = 'back to normal: disk("/").used_p
     assert!(stdout.contains("step 3 (t=120s): FAILED: expected alert db/when"), "{stdout}");
     assert!(stdout.contains("    alert web1/when"), "{stdout}");
     assert!(stdout.ends_with("FAIL\n"), "{stdout}");
+    // A FIFO where the test file should be is refused at once, not waited on.
+    let fifo = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out = Command::new(BIN).args(["rule", "test"]).arg(&rule).arg("--cases").arg(&fifo).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"), "{out:?}");
 }
 
 /// `rule snapshot` captures this machine without a daemon; `rule test --snapshot`
