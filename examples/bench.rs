@@ -75,7 +75,14 @@ async fn main() {
         }
         Some("rules") => {
             for n in numbers() {
-                rules(n).await
+                rules(n, None).await
+            }
+        }
+        Some("rules-expression") => {
+            for n in numbers() {
+                for (each, when) in EXPRESSIONS {
+                    rules(n, Some((each, when))).await
+                }
             }
         }
         Some("swap") => swap().await,
@@ -344,24 +351,37 @@ async fn poll(targets: usize) {
     );
 }
 
-/// The built-in rule on a snapshot of N hosts (copies of this machine's metrics):
-/// convert + evaluate + alert bookkeeping per round, and the compile time.
-async fn rules(hosts: usize) {
-    use monserv::rules::{loader, sandbox::Sandbox, Limits, RuleEngine, RuleSettings, Source};
+/// The expression rules measured: the issue's two-condition rule per host, and a
+/// per-disk rule with a template.
+const EXPRESSIONS: [(&str, &str); 2] = [
+    ("host", r#"disk("/").used_percent > 80 and memory.used_percent > 90"#),
+    ("disk", "disk.used_percent > 101 or (disk.free < 1GiB and disk.fstype != 'tmpfs')"),
+];
+
+/// The built-in rule (or an expression rule: `each`, `when`) on a snapshot of N hosts
+/// (copies of this machine's metrics): convert + evaluate + alert bookkeeping per
+/// round, and the compile time.
+async fn rules(hosts: usize, expression: Option<(&str, &str)>) {
+    use monserv::rules::{expression as expr, loader, sandbox::Sandbox, Limits, RuleEngine, RuleSettings, Source};
     let mut snapshot = support::snapshot_of_hosts(hosts).await;
     let sandbox = Sandbox::new(Limits::default()).unwrap();
+    let (code, source, settings, label) = match expression {
+        None => (loader::BUILTIN_THRESHOLD, Source::Builtin, RuleSettings::default(), "built-in rule".to_string()),
+        Some((each, when)) => {
+            let values = [("each".to_string(), each.to_string()), ("when".to_string(), when.to_string())].into();
+            let settings = RuleSettings { values, ..RuleSettings::default() };
+            (expr::COMPONENT, Source::Expression, settings, format!("expression, each {each}"))
+        }
+    };
     let mut compile = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        sandbox.compile(loader::BUILTIN_THRESHOLD).unwrap();
+        sandbox.compile(code).unwrap();
         compile.push(t.elapsed());
     }
     compile.sort();
     let engine = RuleEngine::new(sandbox);
-    engine
-        .install("threshold", loader::BUILTIN_THRESHOLD.to_vec(), RuleSettings::default(), Source::Builtin)
-        .await
-        .unwrap();
+    engine.install("bench", code.to_vec(), settings, source).await.unwrap();
     let mut times = Vec::new();
     for round in 0..200u64 {
         snapshot.round = round;
@@ -372,7 +392,7 @@ async fn rules(hosts: usize) {
     times.sort();
     let status = &engine.status()[0];
     println!(
-        "| built-in rule | {hosts} hosts | round p50 {} | p99 {} | rule alone (last) {} us | compile p50 {} |",
+        "| {label} | {hosts} hosts | round p50 {} | p99 {} | rule alone (last) {} us | compile p50 {} |",
         ms(percentile(&times, 0.5)),
         ms(percentile(&times, 0.99)),
         status.last_eval_micros,
