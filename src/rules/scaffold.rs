@@ -73,10 +73,11 @@ rust-version = "1.94"
 publish = false
 
 [dependencies]
-wit-bindgen = {{ version = "=0.57.1", default-features = false, features = ["macros", "realloc", "std"] }}
+wit-bindgen = {{ version = "={}", default-features = false, features = ["macros", "realloc", "std"] }}
 "#,
                 env!("CARGO_PKG_VERSION"),
-                env!("CARGO_PKG_VERSION")
+                env!("CARGO_PKG_VERSION"),
+                locked("wit-bindgen")
             ),
         ),
         ("sdk/src/lib.rs", SDK_LIB.replace("path: \"../wit\"", "path: \"wit\"")),
@@ -94,14 +95,28 @@ publish = false
 [dependencies]
 anyhow = "1"
 serde_json = "1"
-wit-component = "=0.263.0"
+wit-component = "={}"
 "#,
-                env!("CARGO_PKG_VERSION")
+                env!("CARGO_PKG_VERSION"),
+                locked("wit-component")
             ),
         ),
         ("build/src/component.rs", COMPONENT_STEP.to_string()),
         ("build/src/main.rs", BUILD_MAIN.to_string()),
     ]
+}
+
+/// The newest version of `package` in the embedded lock file: the scaffold pins what
+/// the repository builds with, and follows it when that changes.
+fn locked(package: &str) -> String {
+    let mut versions: Vec<Vec<u64>> = LOCK
+        .split("[[package]]")
+        .filter(|block| block.contains(&format!("\nname = \"{package}\"\n")))
+        .filter_map(|block| block.split("\nversion = \"").nth(1)?.split('"').next())
+        .map(|v| v.split('.').map(|n| n.parse().unwrap_or(0)).collect())
+        .collect();
+    versions.sort();
+    versions.last().map(|v| v.iter().map(u64::to_string).collect::<Vec<_>>().join(".")).unwrap_or_default()
 }
 
 /// Write the crate; returns what to tell the user.
@@ -292,3 +307,19 @@ directory (`/var/lib/monserv/rules` on the appliance), or
 `curl -X PUT -H "Authorization: Bearer $TOKEN" --data-binary @RULE_NAME.wasm http://GATEWAY:18904/api/v1/rules/RULE_NAME`.
 It is live at the next round; `GET /api/v1/rules` shows its status.
 "#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pins_follow_the_lock_file() {
+        assert_eq!(super::locked("wit-bindgen").split('.').count(), 3);
+        // Two versions of wit-component are locked; the builder uses the newest.
+        let newest = super::locked("wit-component");
+        assert!(super::COMPONENT_STEP.contains("wit_component::ComponentEncoder"));
+        assert!(
+            include_str!("../../rules-wasm/builder/Cargo.toml")
+                .contains(&format!("wit-component = \"{}\"", &newest[..newest.rfind('.').unwrap()])),
+            "{newest}"
+        );
+    }
+}
