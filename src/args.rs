@@ -11,7 +11,7 @@ Usage: monserv [OPTIONS]
        monserv rule check RULE [--settings FILE.toml]
        monserv rule test RULE [--settings FILE.toml] --snapshot FILE [--active KEY,KEY...] [--set KEY=VALUE]...
        monserv rule test RULE [--settings FILE.toml] --cases TESTS.toml
-       monserv rule snapshot [--target URL] [--out FILE]
+       monserv rule snapshot [-c monserv.toml] [--target URL] [--out FILE]
        monserv rule new NAME
        monserv rule build [DIR] [--out FILE]
 
@@ -28,7 +28,8 @@ Rule commands (RULE is a component, NAME.wasm, or an expression rule, NAME.toml 
                       a metrics_update message) and print the events; --active: keys reported as
                       firing, --set: settings (repeatable). --cases: run a test file of steps and
                       expected alerts and recoveries (exit 1 on a mismatch); see rules-wasm/README.md
-  rule snapshot       capture this machine (or --target ssh://user@host) as a snapshot file
+  rule snapshot       capture this machine, the targets of -c monserv.toml, or --target URL
+                      (read like SERVERS; its host key is checked as the daemon would)
   rule new NAME       write a rule crate NAME/ (SDK vendored, standalone) to start from
   rule build [DIR]    build the rule crate in DIR (default .) into a component, NAME.wasm
 
@@ -63,6 +64,8 @@ pub struct RuleArgs {
     pub snapshot: Option<PathBuf>,
     pub cases: Option<PathBuf>,
     pub target: Option<String>,
+    /// `rule snapshot`: monserv.toml (targets, keys, known_hosts), as the daemon reads it.
+    pub config: Option<PathBuf>,
     pub out: Option<PathBuf>,
     pub active: Vec<String>,
     pub set: Vec<(String, String)>,
@@ -120,6 +123,7 @@ fn parse_rule<'a>(it: &mut impl Iterator<Item = &'a str>) -> Result<Command, Str
             "--settings" => r.settings_file = Some(PathBuf::from(value("--settings")?)),
             "--cases" => r.cases = Some(PathBuf::from(value("--cases")?)),
             "--target" => r.target = Some(value("--target")?),
+            "-c" | "--config" => r.config = Some(PathBuf::from(value("--config")?)),
             "--out" | "-o" => r.out = Some(PathBuf::from(value("--out")?)),
             "--active" => r.active.extend(value("--active")?.split(',').filter(|k| !k.is_empty()).map(String::from)),
             "--set" => {
@@ -194,6 +198,15 @@ mod tests {
                 rule: Some("d.toml".into()),
                 cases: Some("t.toml".into()),
                 settings_file: Some("s.toml".into()),
+                ..RuleArgs::default()
+            })
+        );
+        assert_eq!(
+            p(&["rule", "snapshot", "-c", "m.toml", "--target=ssh://u@h"]).unwrap(),
+            Command::Rule(RuleArgs {
+                action: RuleAction::Snapshot,
+                config: Some("m.toml".into()),
+                target: Some("ssh://u@h".into()),
                 ..RuleArgs::default()
             })
         );

@@ -31,7 +31,7 @@ fn rule_command(r: RuleArgs) -> ExitCode {
             },
             (None, None) => Err("rule test needs --snapshot or --cases".into()),
         },
-        (RuleAction::Snapshot, _) => snapshot(r.target.as_deref(), r.out.as_deref()),
+        (RuleAction::Snapshot, _) => snapshot(r.config.as_deref(), r.target.as_deref(), r.out.as_deref()),
         (RuleAction::New, Some(name)) => scaffold::new(name, r.out.as_deref()),
         (RuleAction::Build, dir) => scaffold::build(dir, r.out.as_deref()),
         _ => Err("missing argument (see monserv --help)".into()),
@@ -48,8 +48,13 @@ fn rule_command(r: RuleArgs) -> ExitCode {
     }
 }
 
-/// `rule snapshot`: this machine (or `--target URL`, read like SERVERS) polled once.
-fn snapshot(target: Option<&str>, out: Option<&std::path::Path>) -> Result<String, String> {
+/// `rule snapshot`: this machine, or the configured targets, or `--target URL` (read
+/// like SERVERS), polled without a daemon.
+fn snapshot(
+    config: Option<&std::path::Path>,
+    target: Option<&str>,
+    out: Option<&std::path::Path>,
+) -> Result<String, String> {
     struct WithTarget<'a>(Option<&'a str>);
     impl monserv::config::Env for WithTarget<'_> {
         fn get(&self, name: &str) -> Option<String> {
@@ -59,7 +64,7 @@ fn snapshot(target: Option<&str>, out: Option<&std::path::Path>) -> Result<Strin
             }
         }
     }
-    let config = Config::load(None, &WithTarget(target)).map_err(|e| format!("config error: {e}"))?;
+    let config = Config::load(config, &WithTarget(target)).map_err(|e| format!("config error: {e}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

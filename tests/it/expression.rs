@@ -258,6 +258,27 @@ fn rule_snapshot_feeds_rule_test() {
     assert!(stdout.contains(&line), "{stdout}");
 }
 
+/// `rule snapshot --target` polls one SSH host (here the BusyBox one) with the
+/// settings of a monserv.toml (its state directory's known_hosts), password masked.
+#[test]
+fn rule_snapshot_of_a_busybox_target() {
+    let bb = BusyBoxHost::start("bb-snap-01");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("monserv.toml");
+    std::fs::write(&config, format!("state_dir = {:?}\n", dir.path().display().to_string())).unwrap();
+    let out =
+        Command::new(BIN).args(["rule", "snapshot", "-c"]).arg(&config).args(["--target", &bb.url()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let key = format!("ssh://scada:***@127.0.0.1:{}", bb.port);
+    assert_eq!(v[&key]["hostname"], "bb-snap-01", "{v:#}");
+    assert_eq!(v[&key]["status"], "online");
+    assert!(v[&key]["memory"]["total"].as_u64().unwrap() > 0);
+    assert!(!stdout.contains(&bb.url()), "the password must not be printed");
+    assert!(dir.path().join("known_hosts").is_file(), "the host key is pinned where the config says");
+}
+
 /// `rule new` writes a standalone crate outside the checkout; `rule build` makes a
 /// component; its own test file passes; the daemon loads it and it alerts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
