@@ -126,15 +126,7 @@ async fn expression_errors_name_the_line_and_column_everywhere() {
     let expected =
         "line 2, column 48 (in when): memory has no field `usd_percent` (fields: total, used, free, used_percent)";
     std::fs::write(rules.join("bad.toml"), bad).unwrap();
-    let start = Instant::now();
-    let reason = loop {
-        let list = d.rules(Some("expr-token")).await;
-        if let Some(r) = find(&list["rejected"], "bad") {
-            break r["reason"].as_str().unwrap().to_string();
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "never refused: {list:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let reason = d.wait_rejected("bad", Some("expr-token")).await;
     assert_eq!(reason, format!("{}: {expected}", rules.join("bad.toml").display()));
 
     // REST: the same message, nothing saved.

@@ -446,15 +446,7 @@ async fn unknown_settings_are_refused_with_the_valid_keys() {
     let d = TestDaemon::start(&["local".into()], &format!("poll_interval_seconds = 0.3\n{QUIET_THRESHOLDS}")).await;
     let rules = d.rules_dir();
     std::fs::write(rules.join("threshold.toml"), format!("memory_precent = 1\n{QUIET}")).unwrap();
-    let start = Instant::now();
-    let reason = loop {
-        let list = d.rules(None).await;
-        if let Some(r) = list["rejected"].as_array().and_then(|r| r.iter().find(|r| r["name"] == "threshold")) {
-            break r["reason"].as_str().unwrap().to_string();
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "never refused: {list:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let reason = d.wait_rejected("threshold", None).await;
     assert!(reason.contains("unknown setting memory_precent"), "{reason}");
     assert!(reason.contains("memory_percent") && reason.contains("cpu_percent"), "{reason}");
     // The built-in keeps running on its previous settings.

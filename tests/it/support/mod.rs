@@ -73,6 +73,19 @@ impl TestDaemon {
         serde_json::from_str::<Value>(&body).unwrap()["data"].clone()
     }
 
+    /// Wait (up to 20 s) until rule `name` is listed as rejected; returns the reason.
+    pub async fn wait_rejected(&self, name: &str, token: Option<&str>) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let list = self.rules(token).await;
+            if let Some(r) = list["rejected"].as_array().and_then(|r| r.iter().find(|r| r["name"] == name)) {
+                return r["reason"].as_str().unwrap().to_string();
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "{name} never refused: {list:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn hub(&self) -> &std::sync::Arc<monserv::hub::Hub> {
         self.daemon.as_ref().unwrap().hub()
     }
