@@ -13,6 +13,7 @@
 //! follow three-valued logic, and an unknown condition neither fires nor recovers.
 
 mod eval;
+mod lexer;
 mod syntax;
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Parsing and checking: names, fields and types are checked before anything
 //! runs, so a typo is an error with its line and column at load time.
 
+use super::lexer::{lex, Tok};
+
 /// A parse or type error at a byte offset of the source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Error {
@@ -9,7 +11,7 @@ pub struct Error {
 }
 
 impl Error {
-    fn new(at: usize, message: impl Into<String>) -> Self {
+    pub(super) fn new(at: usize, message: impl Into<String>) -> Self {
         Error { at, message: message.into() }
     }
 
@@ -144,141 +146,16 @@ pub struct Expr {
     pub end: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Num(f64),
-    Str(String),
-    Ident(String),
-    Sym(&'static str),
-    End,
-}
-
-fn lex(src: &str) -> Result<Vec<(Tok, usize, usize)>, Error> {
-    let bytes = src.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        let start = i;
-        if c.is_ascii_whitespace() {
-            i += 1;
-            continue;
-        }
-        if c == b'#' {
-            // A comment runs to the end of the line.
-            while i < bytes.len() && bytes[i] != b'\n' {
-                i += 1;
-            }
-            continue;
-        }
-        if c.is_ascii_digit() || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) {
-            while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.' || bytes[i] == b'_') {
-                i += 1;
-            }
-            let digits: String = src[start..i].chars().filter(|&c| c != '_').collect();
-            let mut value: f64 =
-                digits.parse().map_err(|_| Error::new(start, format!("{:?} is not a number", &src[start..i])))?;
-            let unit_start = i;
-            while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
-                i += 1;
-            }
-            if i > unit_start {
-                let unit = &src[unit_start..i];
-                value *= unit_factor(unit).ok_or_else(|| {
-                    Error::new(
-                        unit_start,
-                        format!("unknown unit {unit:?} (units: KB MB GB TB, KiB MiB GiB TiB, s m h d)"),
-                    )
-                })?;
-            }
-            out.push((Tok::Num(value), start, i));
-            continue;
-        }
-        if c.is_ascii_alphabetic() || c == b'_' {
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                i += 1;
-            }
-            out.push((Tok::Ident(src[start..i].to_string()), start, i));
-            continue;
-        }
-        if c == b'"' || c == b'\'' {
-            let mut text = String::new();
-            i += 1;
-            loop {
-                let Some(ch) = src[i..].chars().next() else {
-                    return Err(Error::new(start, "this string is not closed"));
-                };
-                i += ch.len_utf8();
-                match ch {
-                    _ if ch as u32 == c as u32 => break,
-                    '\\' => {
-                        let Some(esc) = src[i..].chars().next() else {
-                            return Err(Error::new(start, "this string is not closed"));
-                        };
-                        i += esc.len_utf8();
-                        text.push(match esc {
-                            'n' => '\n',
-                            't' => '\t',
-                            other => other,
-                        });
-                    }
-                    _ => text.push(ch),
-                }
-            }
-            out.push((Tok::Str(text), start, i));
-            continue;
-        }
-        let two = src.get(i..i + 2).unwrap_or("");
-        let sym = ["&&", "||", ">=", "<=", "==", "!="].into_iter().find(|s| *s == two);
-        let sym = match sym {
-            Some(s) => s,
-            None => match c {
-                b'>' => ">",
-                b'<' => "<",
-                b'!' => "!",
-                b'+' => "+",
-                b'-' => "-",
-                b'*' => "*",
-                b'/' => "/",
-                b'%' => "%",
-                b'(' => "(",
-                b')' => ")",
-                b',' => ",",
-                b'.' => ".",
-                b'=' => return Err(Error::new(start, "`=` assigns nothing here: compare with `==`")),
-                _ => {
-                    let ch = src[i..].chars().next().unwrap_or('?');
-                    return Err(Error::new(start, format!("unexpected character {ch:?}")));
-                }
-            },
-        };
-        i += sym.len();
-        out.push((Tok::Sym(sym), start, i));
-    }
-    out.push((Tok::End, src.len(), src.len()));
-    Ok(out)
-}
-
-fn unit_factor(unit: &str) -> Option<f64> {
-    Some(match unit {
-        "KB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "TB" => 1e12,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => return None,
-    })
-}
-
 /// Deepest nesting accepted: the sandbox's stack is small and the input untrusted.
 const MAX_DEPTH: usize = 64;
+
+/// What a binary operator builds.
+#[derive(Clone, Copy)]
+enum Combine {
+    Or,
+    And,
+    Arith(Op),
+}
 
 struct Parser<'a> {
     toks: Vec<(Tok, usize, usize)>,
@@ -347,45 +224,63 @@ impl Parser<'_> {
             || matches!(self.peek(), Tok::Sym(s) if words.contains(s))
     }
 
-    fn boolean(&self, e: &Expr, what: &str) -> Result<(), Error> {
-        if e.ty == Type::Bool {
-            Ok(())
-        } else {
-            Err(Error::new(e.start, format!("`{what}` needs conditions on both sides; this is {}", e.ty.name())))
+    /// An operand of `op` must have type `want` (a condition or a number).
+    fn operand(&self, op: &str, e: &Expr, want: Type) -> Result<(), Error> {
+        match (e.ty == want, want) {
+            (true, _) => Ok(()),
+            (false, Type::Bool) => {
+                Err(Error::new(e.start, format!("`{op}` needs conditions on both sides; this is {}", e.ty.name())))
+            }
+            (false, _) => Err(Error::new(e.start, format!("`{op}` needs numbers; this is {}", e.ty.name()))),
         }
+    }
+
+    /// One left-associative level of binary operators: `next (op next)*`.
+    fn chain(
+        &mut self,
+        next: fn(&mut Self) -> Result<Expr, Error>,
+        op: fn(&Tok) -> Option<(&'static str, Combine)>,
+    ) -> Result<Expr, Error> {
+        let mut left = next(self)?;
+        while let Some((name, combine)) = op(self.peek()) {
+            self.bump();
+            let right = next(self)?;
+            let ty = if matches!(combine, Combine::Arith(_)) { Type::Num } else { Type::Bool };
+            self.operand(name, &left, ty)?;
+            self.operand(name, &right, ty)?;
+            let (start, end) = (left.start, right.end);
+            let (l, r) = (Box::new(left), Box::new(right));
+            let node = match combine {
+                Combine::Or => Node::Or(l, r),
+                Combine::And => Node::And(l, r),
+                Combine::Arith(op) => Node::Bin(op, l, r),
+            };
+            left = Expr { node, ty, start, end };
+        }
+        Ok(left)
     }
 
     fn or(&mut self) -> Result<Expr, Error> {
-        let mut left = self.and()?;
-        while self.is_word(&["or", "||"]) {
-            self.bump();
-            let right = self.and()?;
-            self.boolean(&left, "or")?;
-            self.boolean(&right, "or")?;
-            let (start, end) = (left.start, right.end);
-            left = Expr { node: Node::Or(Box::new(left), Box::new(right)), ty: Type::Bool, start, end };
-        }
-        Ok(left)
+        self.chain(Self::and, |t| match t {
+            Tok::Ident(w) if w == "or" => Some(("or", Combine::Or)),
+            Tok::Sym("||") => Some(("or", Combine::Or)),
+            _ => None,
+        })
     }
 
     fn and(&mut self) -> Result<Expr, Error> {
-        let mut left = self.not()?;
-        while self.is_word(&["and", "&&"]) {
-            self.bump();
-            let right = self.not()?;
-            self.boolean(&left, "and")?;
-            self.boolean(&right, "and")?;
-            let (start, end) = (left.start, right.end);
-            left = Expr { node: Node::And(Box::new(left), Box::new(right)), ty: Type::Bool, start, end };
-        }
-        Ok(left)
+        self.chain(Self::not, |t| match t {
+            Tok::Ident(w) if w == "and" => Some(("and", Combine::And)),
+            Tok::Sym("&&") => Some(("and", Combine::And)),
+            _ => None,
+        })
     }
 
     fn not(&mut self) -> Result<Expr, Error> {
         if self.is_word(&["not", "!"]) {
             let (_, start, _) = self.bump();
             let inner = self.nested(Self::not)?;
-            self.boolean(&inner, "not")?;
+            self.operand("not", &inner, Type::Bool)?;
             let end = inner.end;
             return Ok(Expr { node: Node::Not(Box::new(inner)), ty: Type::Bool, start, end });
         }
@@ -439,51 +334,28 @@ impl Parser<'_> {
         Ok(Expr { node: Node::Bin(op, Box::new(left), Box::new(right)), ty: Type::Bool, start, end })
     }
 
-    fn arith(&self, op: &str, e: &Expr) -> Result<(), Error> {
-        if e.ty == Type::Num {
-            Ok(())
-        } else {
-            Err(Error::new(e.start, format!("`{op}` needs numbers; this is {}", e.ty.name())))
-        }
-    }
-
     fn sum(&mut self) -> Result<Expr, Error> {
-        let mut left = self.product()?;
-        while let Tok::Sym(s @ ("+" | "-")) = *self.peek() {
-            self.bump();
-            let right = self.product()?;
-            self.arith(s, &left)?;
-            self.arith(s, &right)?;
-            let op = if s == "+" { Op::Add } else { Op::Sub };
-            let (start, end) = (left.start, right.end);
-            left = Expr { node: Node::Bin(op, Box::new(left), Box::new(right)), ty: Type::Num, start, end };
-        }
-        Ok(left)
+        self.chain(Self::product, |t| match t {
+            Tok::Sym(s @ "+") => Some((s, Combine::Arith(Op::Add))),
+            Tok::Sym(s @ "-") => Some((s, Combine::Arith(Op::Sub))),
+            _ => None,
+        })
     }
 
     fn product(&mut self) -> Result<Expr, Error> {
-        let mut left = self.unary()?;
-        while let Tok::Sym(s @ ("*" | "/" | "%")) = *self.peek() {
-            self.bump();
-            let right = self.unary()?;
-            self.arith(s, &left)?;
-            self.arith(s, &right)?;
-            let op = match s {
-                "*" => Op::Mul,
-                "/" => Op::Div,
-                _ => Op::Rem,
-            };
-            let (start, end) = (left.start, right.end);
-            left = Expr { node: Node::Bin(op, Box::new(left), Box::new(right)), ty: Type::Num, start, end };
-        }
-        Ok(left)
+        self.chain(Self::unary, |t| match t {
+            Tok::Sym(s @ "*") => Some((s, Combine::Arith(Op::Mul))),
+            Tok::Sym(s @ "/") => Some((s, Combine::Arith(Op::Div))),
+            Tok::Sym(s @ "%") => Some((s, Combine::Arith(Op::Rem))),
+            _ => None,
+        })
     }
 
     fn unary(&mut self) -> Result<Expr, Error> {
         if self.peek() == &Tok::Sym("-") {
             let (_, start, _) = self.bump();
             let inner = self.nested(Self::unary)?;
-            self.arith("-", &inner)?;
+            self.operand("-", &inner, Type::Num)?;
             let end = inner.end;
             return Ok(Expr { node: Node::Neg(Box::new(inner)), ty: Type::Num, start, end });
         }
