@@ -132,9 +132,8 @@ fn metrics(h: &Host, key: &str) -> wit::Metrics {
                 }
             })
             .collect(),
-        top_procs_by_mem: h
-            .processes
-            .iter()
+        top_procs_by_mem: by_memory(&h.processes)
+            .into_iter()
             .enumerate()
             .map(|(i, (name, pct))| wit::Process {
                 pid: 1000 + i as u32,
@@ -148,6 +147,13 @@ fn metrics(h: &Host, key: &str) -> wit::Metrics {
         cpu: wit::Cpu { cores: h.cores.unwrap_or(4), used_percent: h.cpu.unwrap_or(0.0), model_name: "test".into() },
         generated_at_utc: String::new(),
     }
+}
+
+/// Processes largest first, as the collectors list them (rules may rely on it).
+fn by_memory(processes: &BTreeMap<String, f64>) -> Vec<(&String, &f64)> {
+    let mut list: Vec<_> = processes.iter().collect();
+    list.sort_by(|a, b| b.1.total_cmp(a.1));
+    list
 }
 
 /// Run the test file; returns the report, and whether every step passed.
@@ -315,5 +321,29 @@ impl Inputs {
                 .collect(),
         };
         wit::Snapshot { round, unix_time, targets }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_hosts_become_metrics_as_collectors_report_them() {
+        let h: Host = toml::from_str(
+            "memory = 25\ndisk = { \"/\" = 50 }\nprocesses = { aaa = 1.5, zzz = 30, mmm = 7 }\nuptime = 60\n",
+        )
+        .unwrap();
+        let m = metrics(&h, "web1");
+        assert_eq!((m.hostname.as_str(), m.uptime_seconds), ("web1", 60));
+        assert_eq!((m.memory.total, m.memory.used, m.memory.used_percent), (8 * GIB, 2 * GIB, 25.0));
+        assert_eq!((m.disks[0].mountpoint.as_str(), m.disks[0].free), ("/", 50 * GIB));
+        let names: Vec<&str> = m.top_procs_by_mem.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["zzz", "mmm", "aaa"], "largest first");
+        // Out-of-range input is clamped, never a panic or an underflow.
+        let h: Host = toml::from_str("memory = 250.0\ndisk = { \"/\" = -5 }\nmemory_total = 0\n").unwrap();
+        let m = metrics(&h, "x");
+        assert_eq!((m.memory.used_percent, m.memory.free, m.disks[0].used), (100.0, 0, 0));
+        assert!(toml::from_str::<Host>("memroy = 5").is_err(), "unknown fields are refused");
     }
 }
