@@ -26,8 +26,9 @@ pub struct Loaded {
 
 /// Load RULE (a component, or an expression rule's `.toml`) with its settings
 /// (`--settings`, then `--set`), and check them the way the daemon does before a rule
-/// goes live: declared keys only, and a trial evaluation (on an empty snapshot) that
-/// shows a rule's complaints, expression syntax errors with their line and column.
+/// goes live: declared keys only; for an expression rule also a trial evaluation on
+/// an empty snapshot, which reports condition errors with their line and column (a
+/// component's trial is `rule test` on real data, as the daemon waits for a round).
 pub fn load(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)]) -> Result<Loaded, String> {
     let shown = rule.display();
     let name = rule.file_stem().and_then(|s| s.to_str()).unwrap_or("rule").to_string();
@@ -58,7 +59,6 @@ pub fn load(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)])
     let compiled = sandbox.compile(&bytes).map_err(|e| format!("{shown}: {e}"))?;
     check_settings(&name, &compiled.info, &settings.values).map_err(|e| e.to_string())?;
     if !expression {
-        // As in the daemon, a component's trial is on real data (`rule test`).
         return Ok(Loaded { sandbox, compiled, name, settings, expression });
     }
     let ctx = RuleCtx::new(&name, Arc::new(settings.values.clone()));

@@ -168,11 +168,12 @@ pub fn build(dir: Option<&Path>, out: Option<&Path>) -> Result<String, String> {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["run", "--release", "--quiet", "--manifest-path"]).arg(&manifest).args(["-p", BUILD_TOOL, "--"]).arg(dir);
+    cmd.args(["run", "--release", "--manifest-path"]).arg(&manifest).args(["-p", BUILD_TOOL, "--"]).arg(dir);
     if let Some(out) = out {
         cmd.arg(out);
     }
-    // The tool's own build and the rule's show cargo's progress on stderr.
+    // The tool's own build (the first time, about a minute) and the rule's show
+    // cargo's progress on stderr.
     let status = cmd.status().map_err(|e| format!("cannot run cargo (is Rust installed?): {e}"))?;
     if !status.success() {
         return Err("the build failed (see above)".into());
@@ -188,17 +189,7 @@ mod component;
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| ".".into()));
-    let bytes = component::build_external(&dir)?;
-    let name = serde_json::from_slice::<serde_json::Value>(
-        &std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
-            .arg(dir.join("Cargo.toml"))
-            .output()?
-            .stdout,
-    )?["packages"]
-        .as_array()
-        .and_then(|p| p.iter().find_map(|p| p["name"].as_str().filter(|n| *n != "monserv-rule-sdk" && *n != "monserv-rule-build").map(String::from)))
-        .unwrap_or_else(|| "rule".into());
+    let (name, bytes) = component::build_external(&dir)?;
     let out = args.next().map(std::path::PathBuf::from).unwrap_or_else(|| dir.join(format!("{name}.wasm")));
     std::fs::write(&out, &bytes)?;
     println!("wrote {} ({} bytes)", out.display(), bytes.len());

@@ -292,6 +292,12 @@ async fn a_scaffolded_rule_builds_tests_and_loads_outside_the_checkout() {
         .unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("wrote"), "{}", String::from_utf8_lossy(&out.stdout));
+    // Cargo's progress is shown, for the build tool and for the rule: no silent minute.
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        progress.contains("Compiling monserv-rule-build") && progress.contains("Compiling mem-watch"),
+        "{progress}"
+    );
     let wasm = crate_dir.join("mem-watch.wasm");
     let out = Command::new(BIN)
         .args(["rule", "test"])

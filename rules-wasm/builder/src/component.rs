@@ -49,7 +49,7 @@ pub fn target_dir(default: &Path) -> PathBuf {
 /// A user's rule crate, anywhere (its own target dir, or its workspace's). Checks
 /// what would otherwise fail late or silently: no Cargo.toml, not a `cdylib` (cargo
 /// would build an rlib and an old `.wasm` could be packaged), no `export!`.
-pub fn build_external(dir: &Path) -> Result<Vec<u8>> {
+pub fn build_external(dir: &Path) -> Result<(String, Vec<u8>)> {
     let dir = dir.canonicalize().with_context(|| format!("--crate {}: no such directory", dir.display()))?;
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
@@ -92,5 +92,5 @@ pub fn build_external(dir: &Path) -> Result<Vec<u8>> {
             artifact.display()
         );
     }
-    componentize(&artifact)
+    Ok((name.to_string(), componentize(&artifact)?))
 }

@@ -40,7 +40,7 @@ fn main() -> Result<()> {
     if let Some(i) = args.iter().position(|a| a == "--crate") {
         let dir = PathBuf::from(args.get(i + 1).context("--crate DIR")?);
         let out = args.iter().position(|a| a == "--out").and_then(|j| args.get(j + 1)).context("--out FILE")?;
-        let bytes = build_external(&dir)?;
+        let (_, bytes) = build_external(&dir)?;
         std::fs::write(out, bytes)?;
         println!("wrote {out}");
         return Ok(());
