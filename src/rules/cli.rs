@@ -53,11 +53,26 @@ pub fn load(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)])
         (bytes, settings_file.map(read_settings).transpose()?.unwrap_or_default())
     };
     for (k, v) in set {
-        settings.values.insert(k.clone(), v.clone());
+        // `--set 'names=["a", "b"]'` is a list, as in the settings file.
+        let array = format!("v = {v}").parse::<toml::Table>().ok().and_then(|mut t| match t.remove("v") {
+            Some(toml::Value::Array(items)) => Some(items),
+            _ => None,
+        });
+        match array {
+            Some(items) => {
+                let text = super::settings::to_list_text(&items).map_err(|why| format!("--set {k}: {why}"))?;
+                settings.values.insert(k.clone(), text);
+                settings.lists.insert(k.clone());
+            }
+            None => {
+                settings.values.insert(k.clone(), v.clone());
+                settings.lists.remove(k);
+            }
+        }
     }
     let sandbox = Sandbox::new(Limits::default())?;
     let compiled = sandbox.compile(&bytes).map_err(|e| format!("{shown}: {e}"))?;
-    check_settings(&name, &compiled.info, &settings.values).map_err(|e| e.to_string())?;
+    check_settings(&name, &compiled.info, &settings).map_err(|e| e.to_string())?;
     if !expression {
         return Ok(Loaded { sandbox, compiled, name, settings, expression });
     }
@@ -76,25 +91,36 @@ pub fn check(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)]
     let l = load(rule, settings_file, set)?;
     let info = &l.compiled.info;
     let what = if l.expression { " (an expression rule)" } else { "" };
-    let mut out =
-        format!("{}: OK, rule {} (component {:?} version {}){what}\n", rule.display(), l.name, info.name, info.version);
-    let rows: Vec<[&str; 3]> =
-        info.config.iter().map(|k| [k.name.as_str(), k.default_value.as_str(), k.help.as_str()]).collect();
-    out.push_str(&table(["setting", "default", "meaning"], &rows));
-    out.push_str(&format!(
-        "{:<w$}  {:<d$}  {}\n",
-        "for",
-        "0s",
-        "host: report a condition this long before it fires (90s, 2m, 1h)",
-        w = width(&rows, 0, "setting"),
-        d = width(&rows, 1, "default")
-    ));
+    let mut out = format!(
+        "{}: OK, rule {} (component {:?} version {}, contract {}){what}\n",
+        rule.display(),
+        l.name,
+        info.name,
+        info.version,
+        info.contract.as_str()
+    );
+    let mut rows: Vec<[String; 4]> = info
+        .config
+        .iter()
+        .map(|k| [k.name.clone(), k.kind.to_string(), k.default_value.clone(), k.help.clone()])
+        .collect();
+    rows.push([
+        "for".into(),
+        "a duration".into(),
+        "0s".into(),
+        "host: report a condition this long before it fires (90s, 2m, 1h)".into(),
+    ]);
+    out.push_str(&table(["setting", "accepts", "default", "meaning"], &rows));
     if !l.settings.values.is_empty() || !l.settings.hold_for.is_zero() {
         out.push_str("in use:\n");
         let mut values: Vec<_> = l.settings.values.iter().collect();
         values.sort();
         for (k, v) in values {
-            out.push_str(&format!("  {k} = {v:?}\n"));
+            if l.settings.lists.contains(k) {
+                out.push_str(&format!("  {k} = {:?}\n", super::settings::list_items(v)));
+            } else {
+                out.push_str(&format!("  {k} = {v:?}\n"));
+            }
         }
         if !l.settings.hold_for.is_zero() {
             out.push_str(&format!("  for = {:?}\n", l.settings.hold_for));
@@ -103,16 +129,24 @@ pub fn check(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)]
     Ok(out)
 }
 
-fn width(rows: &[[&str; 3]], col: usize, head: &str) -> usize {
-    rows.iter().map(|r| r[col].chars().count()).chain([head.len()]).max().unwrap_or(0).min(40)
-}
-
-/// Left-aligned columns, the last one free.
-fn table(head: [&str; 3], rows: &[[&str; 3]]) -> String {
-    let (w0, w1) = (width(rows, 0, head[0]), width(rows, 1, head[1]));
+/// Left-aligned columns (each at most 40 wide unless longer), the last one free.
+fn table<const N: usize>(head: [&str; N], rows: &[[String; N]]) -> String {
+    let width =
+        |col: usize| rows.iter().map(|r| r[col].chars().count()).chain([head[col].len()]).max().unwrap_or(0).min(40);
+    let widths: Vec<usize> = (0..N).map(width).collect();
     let mut out = String::new();
+    let head = head.map(str::to_string);
     for r in std::iter::once(&head).chain(rows) {
-        out.push_str(&format!("{:<w0$}  {:<w1$}  {}\n", r[0], r[1], r[2]));
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }

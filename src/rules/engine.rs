@@ -15,7 +15,7 @@
 //! and counted, and the starting rule rotates each round, so the same rule is not
 //! always the one skipped.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,10 +54,8 @@ pub enum InstallError {
     #[error("compiler task failed: {0}")]
     Task(String),
     /// Settings the rule does not declare in `describe()` (a typo would otherwise
-    /// leave the rule silently on its default).
-    #[error("{0}")]
-    UnknownSettings(String),
-    /// A setting the rule refused, placed in the settings file (expression rules).
+    /// leave the rule silently on its default), a value that does not fit its
+    /// declared kind, or one the rule itself refused (placed in the settings file).
     #[error("{0}")]
     Settings(String),
 }
@@ -92,24 +90,10 @@ pub(crate) fn trial_error(e: EvalError, file: Option<&(String, Arc<str>)>) -> In
     InstallError::Trial(e)
 }
 
-/// Refuse settings keys the rule does not declare, naming the ones it does.
-pub(crate) fn check_settings(
-    rule: &str,
-    info: &RuleInfo,
-    values: &HashMap<String, String>,
-) -> Result<(), InstallError> {
-    let known: Vec<&str> = info.config.iter().map(|k| k.name.as_str()).collect();
-    let mut unknown: Vec<&str> = values.keys().map(String::as_str).filter(|k| !known.contains(k)).collect();
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    unknown.sort_unstable();
-    let accepted = if known.is_empty() { "no settings".to_string() } else { known.join(", ") };
-    Err(InstallError::UnknownSettings(format!(
-        "{rule}.toml: unknown setting{} {}; rule {rule} accepts {accepted} (and for)",
-        if unknown.len() > 1 { "s" } else { "" },
-        unknown.join(", ")
-    )))
+/// Refuse settings the rule does not declare and values that do not fit their kind.
+pub(crate) fn check_settings(rule: &str, info: &RuleInfo, settings: &RuleSettings) -> Result<(), InstallError> {
+    super::settings::check(rule, info, &settings.values, &settings.lists, settings.file.as_ref())
+        .map_err(InstallError::Settings)
 }
 
 struct Slot {
@@ -228,6 +212,8 @@ fn removal_recovery(rule: &str, key: String, subject: &str) -> (String, String, 
 #[derive(Debug, Clone, Default)]
 pub struct RuleSettings {
     pub values: HashMap<String, String>,
+    /// Keys whose value was a TOML array (its items, one per line, in `values`).
+    pub lists: BTreeSet<String>,
     pub hold_for: Duration,
     /// The settings file (path, text) they came from: errors are placed in it.
     pub file: Option<(String, Arc<str>)>,
@@ -244,6 +230,7 @@ pub fn digest(bytes: &[u8], settings: &RuleSettings) -> u64 {
     let mut pairs: Vec<_> = settings.values.iter().collect();
     pairs.sort();
     pairs.hash(&mut h);
+    settings.lists.hash(&mut h);
     settings.hold_for.hash(&mut h);
     h.finish()
 }
@@ -381,7 +368,7 @@ impl RuleEngine {
         let previous = self.rules.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
         // The same rule keeps its log budget across versions.
         let log = previous.as_ref().map(|p| p.ctx.log.clone()).unwrap_or_default();
-        let ctx = RuleCtx { name: name.into(), config: Arc::new(settings.values), log };
+        let ctx = RuleCtx { name: name.into(), config: Arc::new(settings.values.clone()), log };
         let sandbox = self.sandbox.clone();
         let trial_snapshot = lock(&self.latest).clone();
         let active = lock(&self.alerts).active_keys(name);
@@ -389,6 +376,7 @@ impl RuleEngine {
         // The same component already loaded (the expression component under several
         // names, a settings-only change): its compiled code is shared, not rebuilt.
         let same_code = self.slots().into_iter().find(|s| s.code == code).map(|s| s.compiled.clone());
+        let hold_for = settings.hold_for;
         let file = settings.file.clone();
         let source_kind = source.clone();
         let compiled = tokio::task::spawn_blocking(move || -> Result<Compiled, InstallError> {
@@ -396,7 +384,7 @@ impl RuleEngine {
                 Some(c) => c,
                 None => sandbox.compile(&bytes)?,
             };
-            check_settings(&trial_ctx.name, &compiled.info, &trial_ctx.config)?;
+            check_settings(&trial_ctx.name, &compiled.info, &settings)?;
             // Before the first round, an expression rule still gets its condition
             // checked (on an empty snapshot); other rules wait for real data.
             let empty = || Arc::new(wit::Snapshot { round: 0, unix_time: 0, targets: vec![] });
@@ -425,7 +413,7 @@ impl RuleEngine {
         let slot = Arc::new(Slot {
             ctx,
             compiled,
-            hold_for: settings.hold_for,
+            hold_for,
             source,
             digest,
             code,

@@ -306,9 +306,14 @@ impl Loader {
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Float(f) => f.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => {
+                    let text = super::settings::to_list_text(&items).map_err(|why| format!("{k}: {why}"))?;
+                    settings.lists.insert(k.clone());
+                    text
+                }
                 other => {
                     return Err(format!(
-                        "{k}: only strings, numbers and booleans are allowed, not {}",
+                        "{k}: only strings, numbers, booleans and lists are allowed, not {}",
                         other.type_str()
                     ))
                 }
@@ -445,7 +450,13 @@ mod tests {
         assert_eq!(s.hold_for, Duration::from_secs(30));
         assert!(!s.values.contains_key("for_seconds"));
         assert!(Loader::settings_from_toml("for_seconds = -1", &base).unwrap_err().contains("for_seconds"));
-        assert!(Loader::settings_from_toml("a = [1]", &base).unwrap_err().contains("only strings"));
+        // Arrays are lists (items one per line); tables are not settings.
+        let s = Loader::settings_from_toml("a = [1, \"two\"]", &base).unwrap();
+        assert_eq!((s.values["a"].as_str(), s.lists.contains("a")), ("1\ntwo", true));
+        let e = Loader::settings_from_toml("a = { b = 1 }", &base).unwrap_err();
+        assert_eq!(e, "a: only strings, numbers, booleans and lists are allowed, not table");
+        let e = Loader::settings_from_toml("a = [[1]]", &base).unwrap_err();
+        assert_eq!(e, "a: items must be strings or numbers, not array");
         let e = Loader::settings_from_toml("a = 1\nb = = 2\n", &base).unwrap_err();
         assert!(e.starts_with("line 2, column 5: "), "{e}");
     }

@@ -23,6 +23,7 @@ pub mod rule_log;
 pub mod runner;
 pub mod sandbox;
 pub mod scaffold;
+pub mod settings;
 pub mod validate;
 
 pub use engine::{RuleEngine, RuleSettings, RuleStatus, Source};

@@ -17,29 +17,64 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
-/// Generated from `rules-wasm/wit/rules.wit`: the host side of the contract.
+/// Generated from the WIT files: the host side of the contract, in the current
+/// version and in every older one the host still runs.
 mod bindings {
-    wasmtime::component::bindgen!({
-        path: "rules-wasm/wit",
-        world: "rule",
-    });
+    /// `rules-wasm/wit/rules.wit`, monserv:rules@0.2.0 (typed settings).
+    pub mod current {
+        wasmtime::component::bindgen!({
+            path: "rules-wasm/wit",
+            world: "rule",
+        });
+    }
+    /// `rules-wasm/wit-0.1.0/rules.wit`: the first contract. Only its host interface
+    /// and its self-description differ; snapshots and events have the same shape, so
+    /// a 0.1.0 rule is evaluated with the current types.
+    pub mod v0_1 {
+        wasmtime::component::bindgen!({
+            path: "rules-wasm/wit-0.1.0",
+            world: "rule",
+        });
+    }
 }
 
-use bindings::monserv::rules::host::{self as host_api, Level};
-pub use bindings::monserv::rules::types as wit;
-use bindings::RulePre;
+use bindings::current::monserv::rules::host::{self as host_api, Level};
+pub use bindings::current::monserv::rules::types as wit;
+use bindings::v0_1::monserv::rules::host as host_v0_1;
+use bindings::v0_1::monserv::rules::types as wit_v0_1;
 
-/// The one interface with functions a rule may import, and the types it uses.
-pub const HOST_INTERFACE: &str = "monserv:rules/host@0.1.0";
-const TYPES_INTERFACE: &str = "monserv:rules/types@0.1.0";
+/// The contract versions this host runs, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Contract {
+    #[serde(rename = "0.2.0")]
+    V0_2,
+    #[serde(rename = "0.1.0")]
+    V0_1,
+}
+
+impl Contract {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::V0_2 => "0.2.0",
+            Contract::V0_1 => "0.1.0",
+        }
+    }
+}
+
+/// The interfaces a rule may import, in every version the host runs.
+const ALLOWED_IMPORTS: [&str; 4] =
+    ["monserv:rules/host@0.2.0", "monserv:rules/types@0.2.0", "monserv:rules/host@0.1.0", "monserv:rules/types@0.1.0"];
+/// The one interface with functions a rule may import (named in refusals).
+pub const HOST_INTERFACE: &str = "monserv:rules/host@0.2.0 (or @0.1.0)";
 /// Log calls per evaluation (the rule's bucket in `rule_log` limits them over time).
 const MAX_LOG_LINES: u32 = 20;
 
 use super::compiler::{self, ChildError};
 use super::rule_log::{self, RuleLog};
+pub use super::settings::SettingKind;
 use crate::config::CompileIn;
 pub use crate::config::RuleLimits as Limits;
 
@@ -101,19 +136,45 @@ pub struct HostState {
     log_lines: u32,
 }
 
+impl HostState {
+    fn write_log(&mut self, level: rule_log::Level, message: String) {
+        self.log_lines += 1;
+        if self.log_lines <= MAX_LOG_LINES {
+            self.ctx.log.write(&self.ctx.name, level, message);
+        }
+    }
+}
+
 impl host_api::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
-        self.log_lines += 1;
-        if self.log_lines > MAX_LOG_LINES {
-            return;
-        }
         let level = match level {
             Level::Debug => rule_log::Level::Debug,
             Level::Info => rule_log::Level::Info,
             Level::Warn => rule_log::Level::Warn,
             Level::Error => rule_log::Level::Error,
         };
-        self.ctx.log.write(&self.ctx.name, level, message);
+        self.write_log(level, message);
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        self.ctx.config.get(&key).cloned()
+    }
+
+    fn config_list(&mut self, key: String) -> Option<Vec<String>> {
+        self.ctx.config.get(&key).map(|v| super::settings::list_items(v))
+    }
+}
+
+impl host_v0_1::Host for HostState {
+    fn log(&mut self, level: host_v0_1::Level, message: String) {
+        use host_v0_1::Level as L;
+        let level = match level {
+            L::Debug => rule_log::Level::Debug,
+            L::Info => rule_log::Level::Info,
+            L::Warn => rule_log::Level::Warn,
+            L::Error => rule_log::Level::Error,
+        };
+        self.write_log(level, message);
     }
 
     fn config(&mut self, key: String) -> Option<String> {
@@ -139,7 +200,8 @@ pub struct Sandbox {
 /// A compiled, contract-checked rule ready to instantiate.
 #[derive(Clone)]
 pub struct Compiled {
-    pre: RulePre<HostState>,
+    pre: InstancePre<HostState>,
+    evaluate: ComponentExportIndex,
     pub info: RuleInfo,
 }
 
@@ -148,6 +210,8 @@ pub struct Compiled {
 pub struct RuleInfo {
     pub name: String,
     pub version: String,
+    /// The contract version the component was built against.
+    pub contract: Contract,
     pub config: Vec<ConfigKey>,
 }
 
@@ -156,7 +220,12 @@ pub struct ConfigKey {
     pub name: String,
     pub default_value: String,
     pub help: String,
+    /// What values it accepts (text for 0.1.0 rules).
+    pub kind: SettingKind,
 }
+
+/// `evaluate`'s signature, the same in every contract version.
+type EvaluateFn = (Result<Vec<wit::Event>, String>,);
 
 /// The engine settings, shared with the compiler child (an artifact loads only into
 /// an engine with the same settings).
@@ -181,6 +250,7 @@ impl Sandbox {
         let engine = Engine::new(&engine_config()).map_err(|e| format!("cannot start the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         host_api::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .and_then(|()| host_v0_1::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s))
             .map_err(|e| format!("cannot link the host interface: {e}"))?;
         let active = Arc::new(AtomicUsize::new(0));
         let (tick_engine, tick_active) = (engine.clone(), active.clone());
@@ -216,15 +286,27 @@ impl Sandbox {
         let component = self.component(bytes)?;
         let ty = component.component_type();
         for (name, _) in ty.imports(&self.engine) {
-            if name != HOST_INTERFACE && name != TYPES_INTERFACE {
+            if !ALLOWED_IMPORTS.contains(&name) {
                 return Err(LoadError::ForbiddenImport(name.to_string()));
             }
         }
         let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
-        let pre = RulePre::new(pre).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
-        let mut compiled =
-            Compiled { pre, info: RuleInfo { name: String::new(), version: String::new(), config: vec![] } };
-        compiled.info = self.describe(&compiled).map_err(|e| LoadError::Describe(e.to_string()))?;
+        let export = |name: &str| {
+            component
+                .get_export_index(None, name)
+                .ok_or_else(|| LoadError::Contract(format!("no `{name}` function is exported")))
+        };
+        let (describe, evaluate) = (export("describe")?, export("evaluate")?);
+        let info = self.describe(&pre, &describe)?;
+        let compiled = Compiled { pre, evaluate, info };
+        // Check `evaluate`'s signature now rather than at the first round.
+        let _running = self.running();
+        let mut store = self.store(RuleCtx::new("(loading)", Arc::default()));
+        let instance =
+            compiled.pre.instantiate(&mut store).map_err(|e| LoadError::Describe(self.classify(e).to_string()))?;
+        instance
+            .get_typed_func::<(&wit::Snapshot, &[String]), EvaluateFn>(&mut store, &compiled.evaluate)
+            .map_err(|e| LoadError::Contract(format!("evaluate: {e:#}")))?;
         Ok(compiled)
     }
 
@@ -263,20 +345,37 @@ impl Sandbox {
         store
     }
 
-    fn describe(&self, c: &Compiled) -> Result<RuleInfo, EvalError> {
+    /// Ask the rule to describe itself, in whichever contract version it speaks:
+    /// the shape of `rule-info` tells them apart.
+    fn describe(&self, pre: &InstancePre<HostState>, index: &ComponentExportIndex) -> Result<RuleInfo, LoadError> {
         let _running = self.running();
         let mut store = self.store(RuleCtx::new("(loading)", Arc::default()));
-        let rule = c.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
-        let info = rule.call_describe(&mut store).map_err(|e| self.classify(e))?;
-        Ok(RuleInfo {
-            name: info.name,
-            version: info.version,
-            config: info
+        let failed = |e: wasmtime::Error| LoadError::Describe(self.classify(e).to_string());
+        let instance = pre.instantiate(&mut store).map_err(failed)?;
+        if let Ok(f) = instance.get_typed_func::<(), (wit::RuleInfo,)>(&mut store, index) {
+            let (info,) = f.call(&mut store, ()).map_err(failed)?;
+            let config = info
                 .config
                 .into_iter()
-                .map(|k| ConfigKey { name: k.name, default_value: k.default_value, help: k.help })
-                .collect(),
-        })
+                .map(|k| ConfigKey {
+                    name: k.name,
+                    default_value: k.default_value,
+                    help: k.help,
+                    kind: SettingKind::from(k.kind),
+                })
+                .collect();
+            return Ok(RuleInfo { name: info.name, version: info.version, contract: Contract::V0_2, config });
+        }
+        let f = instance
+            .get_typed_func::<(), (wit_v0_1::RuleInfo,)>(&mut store, index)
+            .map_err(|e| LoadError::Contract(format!("describe: {e:#}")))?;
+        let (info,) = f.call(&mut store, ()).map_err(failed)?;
+        let config = info
+            .config
+            .into_iter()
+            .map(|k| ConfigKey { name: k.name, default_value: k.default_value, help: k.help, kind: SettingKind::Text })
+            .collect();
+        Ok(RuleInfo { name: info.name, version: info.version, contract: Contract::V0_1, config })
     }
 
     /// One evaluation in a fresh store. CPU-bound: call from a blocking thread.
@@ -290,11 +389,11 @@ impl Sandbox {
         let _running = self.running();
         let mut store = self.store(ctx.clone());
         let instance = c.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
-        let events = instance
-            .call_evaluate(&mut store, snapshot, active)
-            .map_err(|e| self.classify(e))?
-            .map_err(|e| EvalError::Rule(truncate(e, self.limits.max_message_bytes)))?;
-        Ok(events)
+        let evaluate = instance
+            .get_typed_func::<(&wit::Snapshot, &[String]), EvaluateFn>(&mut store, &c.evaluate)
+            .map_err(|e| self.classify(e))?;
+        let (events,) = evaluate.call(&mut store, (snapshot, active)).map_err(|e| self.classify(e))?;
+        events.map_err(|e| EvalError::Rule(truncate(e, self.limits.max_message_bytes)))
     }
 
     fn classify(&self, e: wasmtime::Error) -> EvalError {
@@ -379,7 +478,9 @@ mod tests {
         let sb = Sandbox::new(Limits::default()).unwrap();
         let c = sb.compile(THRESHOLD).unwrap();
         assert_eq!((c.info.name.as_str(), c.info.version.as_str()), ("threshold", "1.0.0"));
-        assert!(c.info.config.iter().any(|k| k.name == "memory_percent" && k.default_value == "90"));
+        let memory = c.info.config.iter().find(|k| k.name == "memory_percent").unwrap();
+        assert_eq!(memory.default_value, "90");
+        assert_eq!(memory.kind, SettingKind::Number { min: Some(0.0), max: Some(100.0) });
         let cfg = config(&[("memory_percent", "80")]);
         let ev = sb.evaluate(&c, &ctx(cfg.clone()), &snap(vec![target("t1", 85.0)]), &[]).unwrap();
         assert_eq!(ev.len(), 1);
@@ -400,6 +501,52 @@ mod tests {
         // A bad config value is the rule's error, naming the key.
         let e = sb.evaluate(&c, &ctx(config(&[("cpu_percent", "lots")])), &snap(vec![]), &[]).unwrap_err();
         assert_eq!(e.to_string(), "returned an error: config cpu_percent = \"lots\" is not a number");
+    }
+
+    #[test]
+    fn rules_built_for_contract_0_1_still_run() {
+        let sb = Sandbox::new(Limits::default()).unwrap();
+        let path = format!("{}/tests/fixtures/rules-0.1.0/reboot.wasm", env!("CARGO_MANIFEST_DIR"));
+        let old = sb.compile(&std::fs::read(path).unwrap()).unwrap();
+        assert_eq!((old.info.contract, old.info.version.as_str()), (Contract::V0_1, "0.1.0"));
+        assert_eq!(old.info.config[0].name, "min_uptime_seconds");
+        assert_eq!(old.info.config[0].kind, SettingKind::Text);
+        let ev = sb.evaluate(&old, &ctx(config(&[])), &snap(vec![target("t1", 50.0)]), &[]).unwrap();
+        assert_eq!((ev[0].key.as_str(), ev[0].subject.as_str()), ("t1/reboot", "[ALERT] scadanas rebooted"));
+        // The same example built today speaks 0.2.0 and types its setting.
+        let new = sb.compile(&dist("examples/reboot.wasm")).unwrap();
+        assert_eq!(new.info.contract, Contract::V0_2);
+        assert_eq!(new.info.config[0].kind, SettingKind::Integer { min: Some(1.0), max: Some(31_536_000.0) });
+        let ev = sb.evaluate(&new, &ctx(config(&[("min_uptime_seconds", "50")])), &snap(vec![target("t1", 50.0)]), &[]);
+        assert!(ev.unwrap().is_empty(), "uptime 100 s is above 50 s");
+    }
+
+    #[test]
+    fn list_settings_reach_the_rule_item_by_item() {
+        let sb = Sandbox::new(Limits::default()).unwrap();
+        let c = sb.compile(&dist("examples/low-disk-space.wasm")).unwrap();
+        let kind = |name: &str| c.info.config.iter().find(|k| k.name == name).unwrap().kind.clone();
+        assert_eq!(kind("ignore"), SettingKind::TextList);
+        assert_eq!(kind("min_free_mib"), SettingKind::Number { min: Some(0.0), max: None });
+        let mut t = target("t1", 50.0);
+        let disk = |mount: &str| wit::Disk {
+            device: "/dev/sda1".into(),
+            mountpoint: mount.into(),
+            fstype: "ext4".into(),
+            total: 8 << 30,
+            used: (8 << 30) - (10 << 20),
+            free: 10 << 20,
+            used_percent: 99.9,
+        };
+        t.metrics.as_mut().unwrap().disks = vec![disk("/"), disk("/boot"), disk("/media/usb stick")];
+        let run = |ignore: &[&str]| {
+            let items: Vec<toml::Value> = ignore.iter().map(|s| toml::Value::from(*s)).collect();
+            let text = super::super::settings::to_list_text(&items).unwrap();
+            let events = sb.evaluate(&c, &ctx(config(&[("ignore", &text)])), &snap(vec![t.clone()]), &[]).unwrap();
+            events.into_iter().map(|e| e.key).collect::<Vec<_>>()
+        };
+        assert_eq!(run(&[]), ["t1/free//", "t1/free//boot", "t1/free//media/usb stick"]);
+        assert_eq!(run(&["/boot", "/media/usb stick"]), ["t1/free//"]);
     }
 
     #[test]
@@ -431,7 +578,7 @@ mod tests {
         let e = sb.compile(&dist("test/wasi-import.wasm")).err().unwrap();
         assert_eq!(
             e.to_string(),
-            "imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.1.0"
+            "imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.2.0 (or @0.1.0)"
         );
         assert!(matches!(sb.compile(b"\0asm garbage"), Err(LoadError::Invalid(_))));
         assert!(matches!(sb.compile(&THRESHOLD[..THRESHOLD.len() / 2]), Err(LoadError::Invalid(_))));

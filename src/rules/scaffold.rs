@@ -205,6 +205,9 @@ const RULE_TEMPLATE: &str = r#"//! RULE_NAME: a monserv alert rule.
 //! for a firing key that is fine again. Keys start with the target's key and stay
 //! the same across rounds. The rule runs sandboxed: no clock, files or network;
 //! settings come from RULE_NAME.toml beside RULE_NAME.wasm, read with `config_*`.
+//! Each setting declares what it accepts (`percent`, `number(..).range(..)`,
+//! `integer`, `boolean`, `choice`, `text`, `list`): monserv refuses a settings file
+//! that does not fit, with its line, before the rule runs.
 //!
 //! Build: `monserv rule build`. Test: `monserv rule test RULE_NAME.wasm --cases tests/cases.toml`.
 
@@ -213,14 +216,15 @@ use monserv_rule_sdk::*;
 struct Rule;
 
 impl Guest for Rule {
-    /// Name, version and the settings this rule accepts (monserv refuses others).
+    /// Name, version and the settings this rule accepts (monserv refuses others, and
+    /// values outside what each one declares).
     fn describe() -> RuleInfo {
         RuleInfo {
             name: String::from("RULE_NAME"),
             version: String::from(env!("CARGO_PKG_VERSION")),
             config: vec![
-                config_key("memory_percent", "90", "alert when memory used exceeds this percentage"),
-                config_key("margin", "5", "recover only below memory_percent minus this"),
+                percent("memory_percent", 90.0, "alert when memory used exceeds this percentage"),
+                number("margin", 5.0, "recover only below memory_percent minus this").range(0.0, 50.0),
             ],
         }
     }

@@ -285,19 +285,53 @@ fn rule_test_runs_example_rules_on_a_snapshot() {
     assert!(err.contains("snapshot is not JSON"), "{err}");
 }
 
+/// The cells of a `rule check` table row (columns are two or more spaces apart).
+fn row_in(out: &str, name: &str) -> Vec<String> {
+    let line = out.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{out}"));
+    line.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect()
+}
+
 #[test]
 fn rule_check_validates_the_contract() {
     let (code, out, err) = rule_cli(&["rule", "check", "@ROOT/rules-wasm/dist/examples/low-disk-space.wasm"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("OK, rule low-disk-space (component \"low-disk-space\" version 0.1.0)\n"), "{out}");
-    // The settings as a table: name, default, meaning.
-    let row: Vec<&str> = out.lines().find(|l| l.starts_with("min_free_mib ")).unwrap().split_whitespace().collect();
-    assert_eq!(row[..2], ["min_free_mib", "1024"], "{out}");
-    assert!(out.contains("  alert when a filesystem has less free space than this\n"), "{out}");
+    assert!(
+        out.contains("OK, rule low-disk-space (component \"low-disk-space\" version 0.1.0, contract 0.2.0)\n"),
+        "{out}"
+    );
+    // The settings as a table: name, what it accepts, default, meaning.
+    let row = |name: &str| row_in(&out, name);
+    assert_eq!(
+        row("min_free_mib"),
+        ["min_free_mib", "a number of at least 0", "1024", "alert when a filesystem has less free space than this"]
+    );
+    assert_eq!(row("ignore")[..3], ["ignore", "a list of texts, like [\"a\", \"b\"]", "[]"]);
+    assert_eq!(row("for")[..3], ["for", "a duration", "0s"]);
+    // Values are checked against what each setting declares, before the rule runs;
+    // `--set` takes TOML values, lists included.
+    let low_disk = "@ROOT/rules-wasm/dist/examples/low-disk-space.wasm";
+    let (code, _, err) = rule_cli(&["rule", "check", low_disk, "--set", "min_free_mib=-5"]);
+    assert_eq!(
+        (code, err.trim()),
+        (1, "monserv: low-disk-space.toml: min_free_mib = -5 is out of range: expects a number of at least 0")
+    );
+    let (code, out2, err) = rule_cli(&["rule", "check", low_disk, "--set", "ignore=[\"/boot\", \"/media/usb\"]"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out2.contains("  ignore = [\"/boot\", \"/media/usb\"]\n"), "{out2}");
+    let (code, _, err) = rule_cli(&["rule", "check", low_disk, "--set", "ignore=/boot"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("ignore = \"/boot\" expects a list of texts"), "{err}");
+    // A component built for contract 0.1.0 still loads; its settings are text.
+    let (code, out, err) = rule_cli(&["rule", "check", "@ROOT/tests/fixtures/rules-0.1.0/reboot.wasm"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(component \"reboot\" version 0.1.0, contract 0.1.0)"), "{out}");
+    assert_eq!(row_in(&out, "min_uptime_seconds")[..3], ["min_uptime_seconds", "text", "600"]);
     let (code, _, err) = rule_cli(&["rule", "check", "@ROOT/rules-wasm/dist/test/wasi-import.wasm"]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.1.0"),
+        err.contains(
+            "imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.2.0 (or @0.1.0)"
+        ),
         "{err}"
     );
     let (code, _, err) = rule_cli(&["rule", "check", "@ROOT/Cargo.toml"]);

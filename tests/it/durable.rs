@@ -105,7 +105,15 @@ async fn active_alerts_survive_kill_9_and_recover_after_downtime() {
     };
     assert_eq!(fired.len(), 1);
     assert_eq!((fired[0].0.as_str(), fired[0].1.as_str()), ("threshold", "local/mem"));
-    let history = m.get("/api/v1/alerts/history").await;
+    // The history is written in batches: the transition may land a moment after the
+    // active list shows it.
+    let history = loop {
+        let history = m.get("/api/v1/alerts/history").await;
+        if !history["transitions"][0].is_null() || start.elapsed() > Duration::from_secs(20) {
+            break history;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(history["transitions"][0]["subject"], format!("[ALERT] {host} memory high"));
     m.kill_9();
 

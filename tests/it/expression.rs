@@ -167,6 +167,28 @@ async fn expression_errors_name_the_line_and_column_everywhere() {
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("upload lonely.wasm first, or add a `when` condition"), "{body}");
     assert!(!rules.join("lonely.toml").exists());
+
+    // Typed settings: the API shows what each setting accepts; a value outside it is
+    // refused with its line before the rule runs, over REST and in the directory.
+    let list = d.rules(Some("expr-token")).await;
+    let info = &find(&list["rules"], "threshold").unwrap()["info"];
+    assert_eq!(info["contract"], "0.2.0");
+    let memory = info["config"].as_array().unwrap().iter().find(|k| k["name"] == "memory_percent").unwrap();
+    assert_eq!(memory["kind"], serde_json::json!({"type": "number", "min": 0.0, "max": 100.0}));
+    let (status, body) =
+        support::http_send(d.addr, "PUT", "/api/v1/rules/threshold", &auth, b"# memory\nmemory_percent = 150\n").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("line 2: memory_percent = 150 is out of range: expects a number from 0 to 100"), "{body}");
+    assert!(!rules.join("threshold.toml").exists());
+    std::fs::write(rules.join("typed.toml"), "when = 'memory.used_percent > 90'\neach = \"disks\"\n").unwrap();
+    let reason = d.wait_rejected("typed", Some("expr-token")).await;
+    assert_eq!(
+        reason,
+        format!(
+            "{}: line 2: each = \"disks\" is not allowed: expects one of host, disk, process",
+            rules.join("typed.toml").display()
+        )
+    );
     assert!(d.shutdown().await);
 
     // The CLI, on the same file.
@@ -309,7 +331,10 @@ async fn a_scaffolded_rule_builds_tests_and_loads_outside_the_checkout() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let out = Command::new(BIN).args(["rule", "check"]).arg(&wasm).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("OK, rule mem-watch") && stdout.contains("memory_percent  90"), "{stdout}");
+    assert!(stdout.contains("OK, rule mem-watch") && stdout.contains("contract 0.2.0"), "{stdout}");
+    let row = stdout.lines().find(|l| l.starts_with("memory_percent ")).unwrap_or_else(|| panic!("{stdout}"));
+    let cells: Vec<&str> = row.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(cells[..3], ["memory_percent", "a number from 0 to 100", "90"], "{stdout}");
 
     // Hot-loaded by the daemon, with a settings file; it alerts on this machine.
     let d = TestDaemon::start(&["local".into()], &format!("poll_interval_seconds = 0.3\n{QUIET_THRESHOLDS}")).await;

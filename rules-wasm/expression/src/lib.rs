@@ -15,6 +15,7 @@
 mod lang;
 
 use lang::{Each, Expr, Part, Scope, Type, Value};
+use monserv_rule_sdk::text as setting_text;
 use monserv_rule_sdk::*;
 
 struct ExpressionRule;
@@ -236,17 +237,26 @@ impl Guest for ExpressionRule {
             name: String::from("expression"),
             version: String::from(env!("CARGO_PKG_VERSION")),
             config: vec![
-                config_key(
+                setting_text(
                     "when",
                     "",
                     "the condition, e.g. disk(\"/\").used_percent > 80 and memory.used_percent > 90",
                 ),
-                config_key("recover_when", "not when", "once firing, recover only when this holds (hysteresis)"),
-                config_key("each", "host", "evaluate per host, or per \"disk\" or \"process\" of each host"),
-                config_key("subject", "[ALERT] HOST: WHEN", "alert subject template; {expression} parts are filled in"),
-                config_key("message", "the values the condition saw", "alert message template"),
-                config_key("recovery_subject", "[RECOVERED] ...", "recovery subject template"),
-                config_key("recovery_message", "back to normal: ...", "recovery message template"),
+                setting_text("recover_when", "not when", "once firing, recover only when this holds (hysteresis)"),
+                choice(
+                    "each",
+                    "host",
+                    &["host", "disk", "process"],
+                    "evaluate per host, or per disk or process of each host",
+                ),
+                setting_text(
+                    "subject",
+                    "[ALERT] HOST: WHEN",
+                    "alert subject template; {expression} parts are filled in",
+                ),
+                setting_text("message", "the values the condition saw", "alert message template"),
+                setting_text("recovery_subject", "[RECOVERED] ...", "recovery subject template"),
+                setting_text("recovery_message", "back to normal: ...", "recovery message template"),
             ],
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! A rule is a type implementing [`Guest`] plus one `monserv_rule_sdk::export!(MyRule);`
 //! line. The generated types mirror `rules-wasm/wit/rules.wit`; the helpers below
-//! cover what every rule does: read typed config with defaults, build events, and
+//! cover what every rule does: declare typed settings (the host checks values
+//! against them before the rule runs), read them with defaults, build events, and
 //! apply hysteresis through the host's list of firing keys.
 
 /// The generated bindings (in a module: the export macro is `#[macro_export]`ed, so
@@ -18,7 +19,8 @@ pub mod bindings {
 
 pub use bindings::monserv::rules::host::{self, Level};
 pub use bindings::monserv::rules::types::{
-    ConfigKey, Cpu, Disk, Event, EventKind, Memory, Metrics, Process, Reachability, RuleInfo, Snapshot, Target,
+    Bounds, ConfigKey, Cpu, Disk, Event, EventKind, Memory, Metrics, Process, Reachability, RuleInfo, SettingKind,
+    Snapshot, Target,
 };
 pub use bindings::{export, Guest};
 
@@ -36,8 +38,94 @@ pub fn config_str(key: &str, default: &str) -> String {
     host::config(key).unwrap_or_else(|| default.to_string())
 }
 
+/// A whole-number config value, or `default` (declare it with [`integer`]).
+pub fn config_i64(key: &str, default: i64) -> Result<i64, String> {
+    match host::config(key) {
+        None => Ok(default),
+        Some(v) => v.trim().parse::<i64>().map_err(|_| format!("config {key} = {v:?} is not a whole number")),
+    }
+}
+
+/// A true/false config value, or `default` (declare it with [`boolean`]).
+pub fn config_bool(key: &str, default: bool) -> Result<bool, String> {
+    match host::config(key).as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(v) => Err(format!("config {key} = {v:?} is not true or false")),
+    }
+}
+
+/// A list config value (a TOML array in the settings file), or `default` (declare it
+/// with [`list`]).
+pub fn config_list(key: &str, default: &[&str]) -> Vec<String> {
+    host::config_list(key).unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect())
+}
+
+fn key(name: &str, default_value: String, help: &str, kind: SettingKind) -> ConfigKey {
+    ConfigKey { name: name.to_string(), default_value, help: help.to_string(), kind }
+}
+
+/// A text setting (any value). Kept from contract 0.1.0; [`text`] is the same.
 pub fn config_key(name: &str, default_value: &str, help: &str) -> ConfigKey {
-    ConfigKey { name: name.to_string(), default_value: default_value.to_string(), help: help.to_string() }
+    text(name, default_value, help)
+}
+
+/// A setting that accepts any text.
+pub fn text(name: &str, default: &str, help: &str) -> ConfigKey {
+    key(name, default.to_string(), help, SettingKind::Text)
+}
+
+/// A number setting; bound it with `.range(min, max)`, `.min(v)` or `.max(v)`.
+pub fn number(name: &str, default: f64, help: &str) -> ConfigKey {
+    key(name, format!("{default}"), help, SettingKind::Number(Bounds { min: None, max: None }))
+}
+
+/// A percentage: a number from 0 to 100.
+pub fn percent(name: &str, default: f64, help: &str) -> ConfigKey {
+    number(name, default, help).range(0.0, 100.0)
+}
+
+/// A whole-number setting; bound it like [`number`].
+pub fn integer(name: &str, default: i64, help: &str) -> ConfigKey {
+    key(name, default.to_string(), help, SettingKind::Integer(Bounds { min: None, max: None }))
+}
+
+/// A `true`/`false` setting.
+pub fn boolean(name: &str, default: bool, help: &str) -> ConfigKey {
+    key(name, default.to_string(), help, SettingKind::Boolean)
+}
+
+/// A setting that is one of a few words.
+pub fn choice(name: &str, default: &str, options: &[&str], help: &str) -> ConfigKey {
+    key(name, default.to_string(), help, SettingKind::Choice(options.iter().map(|s| s.to_string()).collect()))
+}
+
+/// A list of texts (a TOML array in the settings file).
+pub fn list(name: &str, default: &[&str], help: &str) -> ConfigKey {
+    let shown = format!("[{}]", default.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
+    key(name, shown, help, SettingKind::TextList)
+}
+
+impl ConfigKey {
+    /// Inclusive bounds of a number or integer setting (no effect on other kinds).
+    pub fn range(self, min: f64, max: f64) -> Self {
+        self.min(min).max(max)
+    }
+
+    pub fn min(mut self, min: f64) -> Self {
+        if let SettingKind::Number(b) | SettingKind::Integer(b) = &mut self.kind {
+            b.min = Some(min);
+        }
+        self
+    }
+
+    pub fn max(mut self, max: f64) -> Self {
+        if let SettingKind::Number(b) | SettingKind::Integer(b) = &mut self.kind {
+            b.max = Some(max);
+        }
+        self
+    }
 }
 
 pub fn alert(key: String, subject: String, message: String) -> Event {

@@ -22,7 +22,7 @@ fn settings() -> Result<Settings, String> {
         cpu: config_f64("cpu_percent", 80.0)?,
         proc_ram: config_f64("proc_ram_percent", 90.0)?,
         margin: config_f64("hysteresis_percent", 0.0)?,
-        unreachable_polls: config_f64("unreachable_polls", 3.0)? as u32,
+        unreachable_polls: config_i64("unreachable_polls", 3)?.clamp(0, u32::MAX as i64) as u32,
     };
     if s.margin < 0.0 || s.unreachable_polls == 0 {
         return Err("hysteresis_percent must be >= 0 and unreachable_polls >= 1".into());
@@ -36,24 +36,24 @@ impl Guest for Threshold {
             name: String::from("threshold"),
             version: String::from(env!("CARGO_PKG_VERSION")),
             config: vec![
-                config_key(
+                percent(
                     "memory_percent",
-                    "90",
+                    90.0,
                     "alert when memory used exceeds this percentage (MEM_THRESHOLD_PERCENT)",
                 ),
-                config_key(
+                percent(
                     "disk_percent",
-                    "90",
+                    90.0,
                     "alert when a disk is fuller than this percentage (DISK_THRESHOLD_PERCENT)",
                 ),
-                config_key("cpu_percent", "80", "alert when CPU use exceeds this percentage (CPU_THRESHOLD_PERCENT)"),
-                config_key(
+                percent("cpu_percent", 80.0, "alert when CPU use exceeds this percentage (CPU_THRESHOLD_PERCENT)"),
+                percent(
                     "proc_ram_percent",
-                    "90",
+                    90.0,
                     "alert when one process uses more RAM than this percentage (PROC_RAM_THRESHOLD_PERCENT)",
                 ),
-                config_key("hysteresis_percent", "0", "recover only below threshold minus this margin"),
-                config_key("unreachable_polls", "3", "alert when a host failed this many polls in a row"),
+                percent("hysteresis_percent", 0.0, "recover only below threshold minus this margin"),
+                integer("unreachable_polls", 3, "alert when a host failed this many polls in a row").range(1.0, 1e6),
             ],
         }
     }

@@ -10,12 +10,14 @@ impl Guest for Reboot {
         RuleInfo {
             name: "reboot".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            config: vec![config_key("min_uptime_seconds", "600", "alert while uptime is below this")],
+            config: vec![
+                integer("min_uptime_seconds", 600, "alert while uptime is below this").range(1.0, 31_536_000.0)
+            ],
         }
     }
 
     fn evaluate(snapshot: Snapshot, active_keys: Vec<String>) -> Result<Vec<Event>, String> {
-        let limit = config_f64("min_uptime_seconds", 600.0)?;
+        let limit = config_i64("min_uptime_seconds", 600)? as f64;
         let active = Active::new(active_keys);
         let mut events = Vec::new();
         for t in snapshot.targets.iter().filter(|t| t.status == Reachability::Online) {
