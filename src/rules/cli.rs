@@ -53,6 +53,10 @@ pub fn load(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)])
         (bytes, settings_file.map(read_settings).transpose()?.unwrap_or_default())
     };
     for (k, v) in set {
+        if k == "for" || k == "for_seconds" {
+            settings.hold_for = super::loader::parse_duration(v).map_err(|why| format!("--set {k}={v}: {why}"))?;
+            continue;
+        }
         // `--set 'names=["a", "b"]'` is a list, as in the settings file.
         let array = format!("v = {v}").parse::<toml::Table>().ok().and_then(|mut t| match t.remove("v") {
             Some(toml::Value::Array(items)) => Some(items),

@@ -318,6 +318,9 @@ fn rule_check_validates_the_contract() {
     let (code, out2, err) = rule_cli(&["rule", "check", low_disk, "--set", "ignore=[\"/boot\", \"/media/usb\"]"]);
     assert_eq!(code, 0, "{err}");
     assert!(out2.contains("  ignore = [\"/boot\", \"/media/usb\"]\n"), "{out2}");
+    let (code, out2, err) = rule_cli(&["rule", "check", low_disk, "--set", "for=2m"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out2.contains("  for = 120s\n"), "{out2}");
     let (code, _, err) = rule_cli(&["rule", "check", low_disk, "--set", "ignore=/boot"]);
     assert_eq!(code, 1);
     assert!(err.contains("ignore = \"/boot\" expects a list of texts"), "{err}");
