@@ -147,6 +147,12 @@ pub struct TargetReport {
     pub last_update: Option<String>,
     pub consecutive_failures: u32,
     pub last_error_kind: Option<&'static str>,
+    /// How long the last poll took (answered, failed or timed out); none before the first.
+    #[serde(skip)]
+    pub poll_duration: Option<std::time::Duration>,
+    /// When the target last answered a poll.
+    #[serde(skip)]
+    pub last_success: Option<std::time::SystemTime>,
 }
 
 /// The result of one round, in configuration order.

@@ -53,6 +53,8 @@ impl PolledTarget {
                 last_update: None,
                 consecutive_failures: 0,
                 last_error_kind: None,
+                poll_duration: None,
+                last_success: None,
             },
             key,
             fallback_name,
@@ -61,7 +63,13 @@ impl PolledTarget {
         }
     }
 
-    fn apply(&mut self, outcome: Result<crate::collect::RawSample, CollectError>, spec: &SampleSpec, now: SystemTime) {
+    fn apply(
+        &mut self,
+        (outcome, took): (Result<crate::collect::RawSample, CollectError>, Duration),
+        spec: &SampleSpec,
+        now: SystemTime,
+    ) {
+        self.report.poll_duration = Some(took);
         let built = outcome.and_then(|raw| {
             build_metrics(&raw, self.cpu_prev, spec.top_n, &spec.fs_filter, now).map_err(CollectError::from)
         });
@@ -78,6 +86,7 @@ impl PolledTarget {
                 r.last_update = Some(r.metrics.generated_at_utc.clone());
                 r.consecutive_failures = 0;
                 r.last_error_kind = None;
+                r.last_success = Some(now);
             }
             Err(e) => {
                 // Log transitions and changes of reason, not every failed round. A
@@ -156,13 +165,15 @@ impl Poller {
     pub async fn round(&mut self) -> Snapshot {
         let spec = &self.spec;
         let deadline = self.host_timeout;
-        let outcomes = futures_util::future::join_all(
-            self.targets.iter_mut().map(|t| with_deadline(deadline, t.collector.sample(spec))),
-        )
+        let outcomes = futures_util::future::join_all(self.targets.iter_mut().map(|t| async {
+            let started = tokio::time::Instant::now();
+            let outcome = with_deadline(deadline, t.collector.sample(spec)).await;
+            (outcome, started.elapsed())
+        }))
         .await;
         let now = SystemTime::now();
         for (t, outcome) in self.targets.iter_mut().zip(outcomes) {
-            if matches!(outcome, Err(CollectError::Timeout(_))) {
+            if matches!(outcome.0, Err(CollectError::Timeout(_))) {
                 t.collector.timed_out();
             }
             t.apply(outcome, spec, now);

@@ -28,6 +28,8 @@ declare -A need=(
     [/usr/sbin/debugfs]=e2fsprogs
     [/usr/bin/shellcheck]=shellcheck
     [/usr/bin/prometheus-alertmanager]=prometheus-alertmanager
+    [/usr/bin/prometheus]=prometheus
+    [/usr/bin/promtool]=prometheus
     [/usr/bin/socat]=socat
 )
 missing=()

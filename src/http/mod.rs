@@ -16,6 +16,7 @@ pub mod alerts_api;
 pub mod api;
 pub mod conn_io;
 pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod origin;
 pub mod page;
@@ -266,6 +267,7 @@ async fn dispatch(req: Request<Incoming>, path: &str, state: &Arc<AppState>, slo
         (&Method::GET, "/api/v1/alerts/active") => alerts_api::active(state),
         (&Method::GET, "/api/v1/alerts/history") => alerts_api::history(req.uri().query(), state).await,
         (&Method::GET, "/api/v1/notify") => alerts_api::notify(state).await,
+        (&Method::GET, "/metrics") => metrics::metrics(state).await,
         (&Method::POST, "/api/test-alert") => alerts_api::test_alert(req, state).await,
         (_, "/api/test-alert") => method_not_allowed("POST"),
         (_, p) if p == "/api/v1/silences" || p.starts_with("/api/v1/silences/") => {
@@ -284,6 +286,7 @@ async fn dispatch(req: Request<Incoming>, path: &str, state: &Arc<AppState>, slo
             | "/api/v1/alerts/active"
             | "/api/v1/alerts/history"
             | "/api/v1/notify"
+            | "/metrics"
             | "/api/openapi.json",
         ) => method_not_allowed("GET"),
         _ => json_error(StatusCode::NOT_FOUND, "not found"),

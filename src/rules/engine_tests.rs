@@ -24,6 +24,8 @@ fn snapshot(round: u64) -> Snapshot {
         last_update: None,
         consecutive_failures: 0,
         last_error_kind: None,
+        poll_duration: None,
+        last_success: None,
     };
     Snapshot { round, targets: vec![target] }
 }

@@ -14,6 +14,7 @@ mod compile;
 mod durable;
 mod expression;
 mod failures;
+mod fleet;
 mod notify;
 mod perimeter;
 mod rest;

@@ -6,37 +6,16 @@
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::hosts::free_port;
+use crate::support::hosts::{free_port, wait_port, Peer};
 use crate::support::receiver::TestCa;
 use crate::support::{self, TestDaemon};
 
 const QUIET: &str = "disk_percent = 100\ncpu_percent = 100\nproc_ram_percent = 100\n";
-
-/// A peer process, killed when dropped.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16, child: &mut Child, what: &str) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited: {status}");
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "{what} never listened on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn smtp_server(mode: &str, ca: &TestCa, out: &Path) -> (Peer, u16) {
     let port = free_port();

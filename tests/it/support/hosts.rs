@@ -208,3 +208,25 @@ pub fn closed_ports(n: usize) -> Vec<u16> {
         .take(n)
         .collect()
 }
+
+/// A peer process (broker, receiver, server) killed when the test ends.
+pub struct Peer(pub Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait until a peer listens on `port` (30 s; it exiting first is a failure).
+pub fn wait_port(port: u16, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited: {status}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{what} never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,6 @@
+//! Feeding the fleet's own engines: a plant aggregates tens to thousands of gateways
+//! in a Prometheus-compatible cluster, so each gateway exposes its targets and
+//! itself in the Prometheus text format (`prometheus`) instead of monserv growing
+//! an aggregation server of its own.
+
+pub mod prometheus;
