@@ -366,11 +366,11 @@ async fn rules(hosts: usize, expression: Option<(&str, &str)>) {
     let mut snapshot = support::snapshot_of_hosts(hosts).await;
     let sandbox = Sandbox::new(Limits::default()).unwrap();
     let (code, source, settings, label) = match expression {
-        None => (loader::BUILTIN_THRESHOLD, Source::Builtin, RuleSettings::default(), "built-in rule".to_string()),
+        None => (loader::builtin_threshold(), Source::Builtin, RuleSettings::default(), "built-in rule".to_string()),
         Some((each, when)) => {
             let values = [("each".to_string(), each.to_string()), ("when".to_string(), when.to_string())].into();
             let settings = RuleSettings { values, ..RuleSettings::default() };
-            (expr::COMPONENT, Source::Expression, settings, format!("expression, each {each}"))
+            (expr::component(), Source::Expression, settings, format!("expression, each {each}"))
         }
     };
     let mut compile = Vec::new();

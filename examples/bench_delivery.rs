@@ -61,7 +61,7 @@ async fn transitions(dir: &std::path::Path, hosts: usize) {
     {
         settings.values.insert(k.into(), v.into());
     }
-    engine.install("threshold", loader::BUILTIN_THRESHOLD.to_vec(), settings, Source::Builtin).await.unwrap();
+    engine.install("threshold", loader::builtin_threshold().to_vec(), settings, Source::Builtin).await.unwrap();
     let rounds = 40u64;
     // Idle rounds first: nothing changes, nothing may be written.
     for t in &mut snapshot.targets {

@@ -5,6 +5,7 @@
 //! [`EXIT_CONFIG`] so systemd's `RestartPreventExitStatus=` stops a restart loop.
 //! With nothing configured, monserv watches the machine it runs on.
 
+mod export;
 mod kafka;
 mod notify;
 mod perimeter;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use export::{ExportConfig, RemoteWrite};
 pub use kafka::{KafkaJenis, KafkaPayloadDefaults, KafkaSink};
 use notify::NotifyFile;
 pub use notify::{EmailSink, HttpSink, NotifyConfig, SinkConfig, SinkKind, SmtpTls, TelegramSink};
@@ -150,6 +152,7 @@ struct FileConfig {
     websocket: Option<WsTimings>,
     rules: Option<RulesFile>,
     notify: Option<NotifyFile>,
+    export: Option<export::ExportFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +190,7 @@ pub struct Config {
     pub websocket: WsTimings,
     pub rules: RulesConfig,
     pub notify: NotifyConfig,
+    pub export: ExportConfig,
     pub perimeter: Perimeter,
 }
 
@@ -404,11 +408,13 @@ impl Config {
         let notify = NotifyConfig::resolve(f.notify.unwrap_or_default(), env, &secret).map_err(invalid)?;
         let rules = RulesConfig::from_file(f.rules.unwrap_or_default(), state_dir.join("rules"), poll_interval)
             .map_err(invalid)?;
+        let export = ExportConfig::resolve(f.export.unwrap_or_default()).map_err(invalid)?;
 
         Ok(Config {
             perimeter,
             rules,
             notify,
+            export,
             websocket,
             listen: SocketAddr::new(ip, port),
             poll_interval,

@@ -34,6 +34,7 @@ pub mod model;
 pub mod notify;
 pub mod poll;
 pub mod rules;
+pub mod snappy;
 pub mod store;
 pub mod systemd;
 pub mod tls;
@@ -244,8 +245,17 @@ impl Daemon {
         // rule never delays a metrics_update or the next round.
         let (rounds, rounds_rx) = rules::runner::channel();
         let publish_hub = hub.clone();
+        // remote_write receivers get every round (queued on flash while away).
+        let exporter =
+            export::remote_write::Exporter::start(&config.export, &config.state_dir, &tracker, shutdown.clone())
+                .map_err(StartError::Target)?
+                .map(Arc::new);
+        let publish_export = exporter.clone();
         let publish: poll::Publish = Box::new(move |snapshot| {
             publish_hub.publish_metrics(snapshot.clone());
+            if let Some(e) = &publish_export {
+                e.publish(&snapshot);
+            }
             rounds.send_replace(Some(snapshot));
         });
         let alerts_hub = hub.clone();
@@ -275,6 +285,7 @@ impl Daemon {
             ws: config.websocket,
             rules: http::rules_api::RulesApi { engine: engine.clone(), dir: rules_dir },
             notifier,
+            exporter,
         });
         tracker.spawn(http::serve(listener, state, limits));
         let notifier = systemd::Notifier::from_env().map(Arc::new);

@@ -7,6 +7,7 @@
 //! Reading untrusted files (the rules directory) goes through [`read_regular`].
 
 pub mod alerts;
+pub mod backlog;
 pub mod silence;
 pub mod token;
 

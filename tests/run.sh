@@ -30,6 +30,7 @@ declare -A need=(
     [/usr/bin/prometheus-alertmanager]=prometheus-alertmanager
     [/usr/bin/prometheus]=prometheus
     [/usr/bin/promtool]=prometheus
+    [/usr/bin/victoria-metrics]=victoria-metrics
     [/usr/bin/socat]=socat
 )
 missing=()

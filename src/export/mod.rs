@@ -1,6 +1,9 @@
 //! Feeding the fleet's own engines: a plant aggregates tens to thousands of gateways
 //! in a Prometheus-compatible cluster, so each gateway exposes its targets and
 //! itself in the Prometheus text format (`prometheus`) instead of monserv growing
-//! an aggregation server of its own.
+//! an aggregation server of its own, and pushes the same series with Prometheus
+//! remote_write (`remote_write`, `wire`), queueing on flash while the uplink is down.
 
 pub mod prometheus;
+pub mod remote_write;
+pub mod wire;

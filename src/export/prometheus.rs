@@ -25,6 +25,7 @@ pub struct SelfStats {
     pub ws_clients: usize,
     pub rules: Vec<RuleCounters>,
     pub sinks: Vec<SinkCounters>,
+    pub receivers: Vec<ReceiverCounters>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -39,6 +40,17 @@ pub struct RuleCounters {
     pub last_eval: Duration,
 }
 
+/// A remote_write receiver's counters.
+#[derive(Debug, Default, Clone)]
+pub struct ReceiverCounters {
+    pub url: String,
+    pub samples_sent: u64,
+    pub samples_dropped: u64,
+    pub rounds_dropped: u64,
+    pub failed_sends: u64,
+    pub backlog_bytes: u64,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct SinkCounters {
     pub name: String,
@@ -47,33 +59,75 @@ pub struct SinkCounters {
     pub failed: u64,
 }
 
-/// The whole exposition. `per_poll` holds, per target (in snapshot order), how long
-/// its last poll took and when it last succeeded.
+/// Where the families go: the text exposition, or remote_write's series.
+pub trait Out {
+    /// A family starts: every sample of it follows before the next one starts.
+    fn family(&mut self, name: &'static str, kind: &'static str, help: &'static str);
+    fn sample(&mut self, name: &'static str, labels: &[(&'static str, &str)], value: f64);
+}
+
+/// The whole exposition as text.
 pub fn render(snapshot: Option<&Snapshot>, stats: &SelfStats) -> String {
     let targets: &[TargetReport] = snapshot.map_or(&[], |s| &s.targets);
-    let mut out = String::with_capacity(512 + targets.len() * 1536);
+    let mut out = Text(String::with_capacity(512 + targets.len() * 1536));
     render_self(&mut out, snapshot.map_or(0, |s| s.round), stats);
     render_targets(&mut out, targets);
-    out
+    out.0
+}
+
+/// The per-target families (and the round counter) of one snapshot, for remote_write.
+pub fn snapshot_families(snapshot: &Snapshot, out: &mut impl Out) {
+    out.family("monserv_poll_rounds_total", "counter", "Poll rounds completed since monserv started.");
+    out.sample("monserv_poll_rounds_total", &[], snapshot.round as f64);
+    render_targets(out, &snapshot.targets);
+}
+
+struct Text(String);
+
+impl Out for Text {
+    fn family(&mut self, name: &'static str, kind: &'static str, help: &'static str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        let out = &mut self.0;
+        out.push_str(name);
+        if !labels.is_empty() {
+            out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(k);
+                out.push_str("=\"");
+                escape_label(out, v);
+                out.push('"');
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        write_value(out, value);
+        out.push('\n');
+    }
 }
 
 /// A metric family over items of type `T`: name, type, help, and the item's value
 /// (none: no sample for that item).
 type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> Option<f64>);
 
-fn render_self(out: &mut String, rounds: u64, s: &SelfStats) {
-    family(out, "monserv_build_info", "gauge", "monserv's version (always 1).");
-    sample(out, "monserv_build_info", &[("version", s.version)], 1.0);
+fn render_self(out: &mut impl Out, rounds: u64, s: &SelfStats) {
+    out.family("monserv_build_info", "gauge", "monserv's version (always 1).");
+    out.sample("monserv_build_info", &[("version", s.version)], 1.0);
     if let Some(t) = s.started_at {
-        family(out, "monserv_start_time_seconds", "gauge", "When monserv started, in seconds since the Unix epoch.");
-        sample(out, "monserv_start_time_seconds", &[], unix(t));
+        out.family("monserv_start_time_seconds", "gauge", "When monserv started, in seconds since the Unix epoch.");
+        out.sample("monserv_start_time_seconds", &[], unix(t));
     }
-    family(out, "monserv_poll_rounds_total", "counter", "Poll rounds completed since monserv started.");
-    sample(out, "monserv_poll_rounds_total", &[], rounds as f64);
-    family(out, "monserv_poll_interval_seconds", "gauge", "Configured time between poll rounds.");
-    sample(out, "monserv_poll_interval_seconds", &[], s.poll_interval.as_secs_f64());
-    family(out, "monserv_websocket_clients", "gauge", "WebSocket clients connected to /ws.");
-    sample(out, "monserv_websocket_clients", &[], s.ws_clients as f64);
+    out.family("monserv_poll_rounds_total", "counter", "Poll rounds completed since monserv started.");
+    out.sample("monserv_poll_rounds_total", &[], rounds as f64);
+    out.family("monserv_poll_interval_seconds", "gauge", "Configured time between poll rounds.");
+    out.sample("monserv_poll_interval_seconds", &[], s.poll_interval.as_secs_f64());
+    out.family("monserv_websocket_clients", "gauge", "WebSocket clients connected to /ws.");
+    out.sample("monserv_websocket_clients", &[], s.ws_clients as f64);
 
     let rules: [Family<RuleCounters>; 5] = [
         ("monserv_rule_evaluations_total", "counter", "Evaluations of the rule.", |r| Some(r.evaluations as f64)),
@@ -99,11 +153,32 @@ fn render_self(out: &mut String, rounds: u64, s: &SelfStats) {
         }),
     ];
     write_families(out, &sinks, &s.sinks, |s| vec![("sink", s.name.as_str())]);
+    let receivers: [Family<ReceiverCounters>; 5] = [
+        ("monserv_remote_write_samples_sent_total", "counter", "Samples the receiver accepted.", |r| {
+            Some(r.samples_sent as f64)
+        }),
+        (
+            "monserv_remote_write_samples_dropped_total",
+            "counter",
+            "Samples dropped: refused for good (4xx) or over the backlog's cap.",
+            |r| Some(r.samples_dropped as f64),
+        ),
+        ("monserv_remote_write_rounds_dropped_total", "counter", "Rounds not queued: the encoder was behind.", |r| {
+            Some(r.rounds_dropped as f64)
+        }),
+        ("monserv_remote_write_failed_sends_total", "counter", "Sends that will be retried.", |r| {
+            Some(r.failed_sends as f64)
+        }),
+        ("monserv_remote_write_backlog_bytes", "gauge", "Bytes queued on flash for the receiver.", |r| {
+            Some(r.backlog_bytes as f64)
+        }),
+    ];
+    write_families(out, &receivers, &s.receivers, |r| vec![("url", r.url.as_str())]);
 }
 
 /// Each family whole: HELP, TYPE, then one sample per item that has a value.
 fn write_families<'a, T>(
-    out: &mut String,
+    out: &mut impl Out,
     families: &[Family<T>],
     items: impl IntoIterator<Item = &'a T> + Clone,
     labels: impl Fn(&'a T) -> Vec<(&'static str, &'a str)>,
@@ -111,16 +186,16 @@ fn write_families<'a, T>(
     T: 'a,
 {
     for (name, kind, help, value) in families {
-        family(out, name, kind, help);
+        out.family(name, kind, help);
         for item in items.clone() {
             if let Some(v) = value(item) {
-                sample(out, name, &labels(item), v);
+                out.sample(name, &labels(item), v);
             }
         }
     }
 }
 
-fn render_targets(out: &mut String, targets: &[TargetReport]) {
+fn render_targets(out: &mut impl Out, targets: &[TargetReport]) {
     // Values that exist for every target, online or not.
     let always: [Family<TargetReport>; 4] = [
         ("monserv_up", "gauge", "Whether the target's last poll succeeded (1) or not (0).", |t| {
@@ -165,7 +240,7 @@ fn render_targets(out: &mut String, targets: &[TargetReport]) {
         ("monserv_disk_used_ratio", "gauge", "Space used on the filesystem, 0 to 1.", |d| Some(d.used_percent / 100.0)),
     ];
     for (name, kind, help, value) in disk {
-        family(out, name, kind, help);
+        out.family(name, kind, help);
         for t in &online {
             let [target, hostname] = target_labels(t);
             for d in &t.metrics.disks {
@@ -177,7 +252,7 @@ fn render_targets(out: &mut String, targets: &[TargetReport]) {
                     ("fstype", d.fstype.as_str()),
                 ];
                 if let Some(v) = value(d) {
-                    sample(out, name, &labels, v);
+                    out.sample(name, &labels, v);
                 }
             }
         }
@@ -190,30 +265,6 @@ fn target_labels(t: &TargetReport) -> [(&'static str, &str); 2] {
 
 fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(k);
-            out.push_str("=\"");
-            escape_label(out, v);
-            out.push('"');
-        }
-        out.push('}');
-    }
-    out.push(' ');
-    write_value(out, value);
-    out.push('\n');
 }
 
 /// A label value as the format requires: `\`, `"` and newlines escaped. Other control

@@ -9,7 +9,9 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::Response;
 
 use super::{AppState, Body};
-use crate::export::prometheus::{self, RuleCounters, SelfStats, SinkCounters};
+use std::sync::atomic::Ordering;
+
+use crate::export::prometheus::{self, ReceiverCounters, RuleCounters, SelfStats, SinkCounters};
 
 pub async fn metrics(state: &AppState) -> Response<Body> {
     let latest = state.hub.latest();
@@ -43,6 +45,23 @@ pub async fn metrics(state: &AppState) -> Response<Body> {
         ws_clients: state.hub.client_count(),
         rules,
         sinks,
+        receivers: state
+            .exporter
+            .as_ref()
+            .map(|e| {
+                e.stats()
+                    .iter()
+                    .map(|s| ReceiverCounters {
+                        url: s.url.clone(),
+                        samples_sent: s.samples_sent.load(Ordering::Relaxed),
+                        samples_dropped: s.samples_dropped.load(Ordering::Relaxed),
+                        rounds_dropped: s.rounds_dropped.load(Ordering::Relaxed),
+                        failed_sends: s.failed_sends.load(Ordering::Relaxed),
+                        backlog_bytes: s.backlog_bytes.load(Ordering::Relaxed),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     let text = prometheus::render(latest.snapshot.as_deref(), &stats);
     let mut r = Response::new(Full::new(text.into()));

@@ -60,6 +60,8 @@ pub struct AppState {
     pub rules: rules_api::RulesApi,
     /// Delivery to sinks besides `/ws`, when any is configured.
     pub notifier: Option<Arc<crate::notify::Notifier>>,
+    /// remote_write receivers, when any is configured.
+    pub exporter: Option<Arc<crate::export::remote_write::Exporter>>,
     pub gate: origin::Gate,
     pub throttle: limits::AuthThrottle,
     pub http: HttpTimings,

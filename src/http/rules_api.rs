@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::{json, json_error, method_not_allowed, AppState, Body};
-use crate::rules::loader::{valid_name, RulesDir, BUILTIN_NAME, BUILTIN_THRESHOLD, MAX_RULE_BYTES};
+use crate::rules::loader::{builtin_threshold, valid_name, RulesDir, BUILTIN_NAME, MAX_RULE_BYTES};
 use crate::rules::{RuleEngine, Source};
 
 #[derive(Clone)]
@@ -192,7 +192,7 @@ async fn delete(name: &str, api: &RulesApi) -> Response<Body> {
         // The override is gone: the built-in version takes over again.
         let (dir, rule) = (api.dir.clone(), name.to_string());
         let settings = blocking(move || dir.settings_for(&rule)).await.ok().and_then(Result::ok).unwrap_or_default();
-        return match api.engine.install(name, BUILTIN_THRESHOLD.to_vec(), settings, Source::Builtin).await {
+        return match api.engine.install(name, builtin_threshold().to_vec(), settings, Source::Builtin).await {
             Ok(_) => json(StatusCode::OK, r#"{"success":true,"data":{"restored":"builtin"}}"#),
             Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         };

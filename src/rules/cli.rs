@@ -46,7 +46,7 @@ pub fn load(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)])
                 "{shown}: no `when` condition, so not an expression rule (a rule's settings go with --settings)"
             ));
         }
-        (super::expression::COMPONENT.to_vec(), settings)
+        (super::expression::component().to_vec(), settings)
     } else {
         let bytes =
             crate::store::read_regular(rule, super::validate::MAX.file_bytes).map_err(|e| format!("{shown}: {e}"))?;

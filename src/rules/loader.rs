@@ -29,9 +29,19 @@ use tokio_util::sync::CancellationToken;
 use super::engine::{digest, RuleEngine, RuleSettings, Source};
 use crate::store::{read_regular, ReadError};
 
-/// The built-in threshold rule, built from `rules-wasm/threshold` (CI checks that this
-/// file matches its source).
-pub const BUILTIN_THRESHOLD: &[u8] = include_bytes!("../../rules-wasm/dist/threshold.wasm");
+/// The built-in threshold rule, built from `rules-wasm/threshold` (CI checks that
+/// `rules-wasm/dist/threshold.wasm` matches its source), embedded compressed.
+pub fn builtin_threshold() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        let packed = include_bytes!(concat!(env!("OUT_DIR"), "/threshold.wasm.snappy"));
+        crate::snappy::decompress(packed, MAX_RULE_BYTES).unwrap_or_else(|e| {
+            // Cannot happen (build.rs compressed it with this code); an empty rule is refused as invalid.
+            tracing::error!(error = ?e, "the embedded threshold component is corrupt");
+            Vec::new()
+        })
+    })
+}
 pub const BUILTIN_NAME: &str = "threshold";
 /// Largest rule file accepted (today's rules are 16-80 KB).
 pub const MAX_RULE_BYTES: usize = super::validate::MAX.file_bytes;
@@ -135,10 +145,10 @@ impl RulesDir {
             Err(e) => return Err(format!("{}: {e}", wasm.display())),
         }
         if name == BUILTIN_NAME && self.builtin {
-            return Ok(Some((Cow::Borrowed(BUILTIN_THRESHOLD), Source::Builtin)));
+            return Ok(Some((Cow::Borrowed(builtin_threshold()), Source::Builtin)));
         }
         if super::expression::has_condition(&settings.values) {
-            return Ok(Some((Cow::Borrowed(super::expression::COMPONENT), Source::Expression)));
+            return Ok(Some((Cow::Borrowed(super::expression::component()), Source::Expression)));
         }
         Ok(None)
     }
@@ -437,6 +447,14 @@ impl Loader {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn the_embedded_components_are_the_dist_files() {
+        let dist =
+            |name: &str| std::fs::read(format!("{}/rules-wasm/dist/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert_eq!(builtin_threshold(), dist("threshold.wasm"));
+        assert_eq!(super::super::expression::component(), dist("expression.wasm"));
+    }
 
     #[test]
     fn settings_files() {

@@ -1,0 +1,169 @@
+//! `[export]`: feeding the fleet's engines. `external_labels` (e.g. `site`,
+//! `gateway`) go on every pushed series; each `[[export.remote_write]]` is a
+//! Prometheus remote_write 1.0 receiver (Prometheus, VictoriaMetrics, Mimir, ...).
+//!
+//! ```toml
+//! [export]
+//! external_labels = { site = "north-plant", gateway = "gw-07" }
+//! [[export.remote_write]]
+//! url = "https://vm.plant.example/api/v1/write"
+//! bearer_token = "..."            # or headers = { Authorization = "Basic ..." }
+//! queue_max_bytes = 67108864      # on-disk backlog while the receiver is away
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::url::{parse_http_url, HttpUrl};
+use super::Secret;
+use crate::tls::TlsOptions;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExportFile {
+    #[serde(default)]
+    external_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    remote_write: Vec<RemoteWriteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteWriteFile {
+    url: String,
+    bearer_token: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    danger_accept_invalid_certs: bool,
+    queue_max_bytes: Option<u64>,
+    flush_interval_seconds: Option<f64>,
+    max_samples_per_send: Option<usize>,
+    max_sends_per_second: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExportConfig {
+    /// Sorted by name; validated as Prometheus label names.
+    pub external_labels: Vec<(String, String)>,
+    pub remote_write: Vec<RemoteWrite>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteWrite {
+    pub url: HttpUrl,
+    pub headers: Vec<(String, Secret)>,
+    pub tls: TlsOptions,
+    /// The on-disk backlog's cap; the oldest rounds go first (counted).
+    pub queue_max_bytes: u64,
+    /// How often a backlog held in memory is written to flash (one transaction).
+    pub flush_interval: Duration,
+    pub max_samples_per_send: usize,
+    /// While a backlog is replayed.
+    pub max_sends_per_second: f64,
+}
+
+/// A Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`, not reserved (`__` prefix).
+pub fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+impl ExportConfig {
+    pub(super) fn resolve(f: ExportFile) -> Result<ExportConfig, String> {
+        let ours = ["target", "hostname", "mountpoint", "device", "fstype", "rule", "sink", "version"];
+        for (name, value) in &f.external_labels {
+            if !valid_label_name(name) || ours.contains(&name.as_str()) {
+                return Err(format!(
+                    "export.external_labels: {name:?} is not a usable label name (letters, digits, _; not __*; not one of monserv's own: {})",
+                    ours.join(", ")
+                ));
+            }
+            if value.is_empty() || value.chars().any(char::is_control) {
+                return Err(format!("export.external_labels.{name}: the value must be non-empty text"));
+            }
+        }
+        let mut remote_write = Vec::new();
+        for (i, rw) in f.remote_write.into_iter().enumerate() {
+            let at = format!("export.remote_write[{i}]");
+            let url = parse_http_url(&rw.url).map_err(|e| format!("{at}.url: {e}"))?;
+            let mut headers = Vec::new();
+            for (name, value) in rw.headers {
+                let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !valid || value.chars().any(char::is_control) {
+                    return Err(format!("{at}.headers: {name:?} is not a valid header"));
+                }
+                headers.push((name, Secret::new(value)));
+            }
+            if let Some(token) = rw.bearer_token {
+                if token.is_empty() || token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return Err(format!("{at}.bearer_token: must be one word of printable text"));
+                }
+                headers.push(("Authorization".into(), Secret::new(format!("Bearer {token}"))));
+            }
+            let queue_max_bytes = rw.queue_max_bytes.unwrap_or(64 << 20);
+            if !(1 << 20..=16 << 30).contains(&queue_max_bytes) {
+                return Err(format!("{at}.queue_max_bytes: between 1 MiB and 16 GiB"));
+            }
+            let flush = rw.flush_interval_seconds.unwrap_or(30.0);
+            if !(0.1..=3600.0).contains(&flush) {
+                return Err(format!("{at}.flush_interval_seconds: between 0.1 and 3600"));
+            }
+            let max_samples_per_send = rw.max_samples_per_send.unwrap_or(5000);
+            if !(100..=100_000).contains(&max_samples_per_send) {
+                return Err(format!("{at}.max_samples_per_send: between 100 and 100000"));
+            }
+            let max_sends_per_second = rw.max_sends_per_second.unwrap_or(10.0);
+            if !(0.1..=1000.0).contains(&max_sends_per_second) {
+                return Err(format!("{at}.max_sends_per_second: between 0.1 and 1000"));
+            }
+            remote_write.push(RemoteWrite {
+                url,
+                headers,
+                tls: TlsOptions { ca_file: rw.ca_file, danger_accept_invalid_certs: rw.danger_accept_invalid_certs },
+                queue_max_bytes,
+                flush_interval: Duration::from_secs_f64(flush),
+                max_samples_per_send,
+                max_sends_per_second,
+            });
+        }
+        Ok(ExportConfig { external_labels: f.external_labels.into_iter().collect(), remote_write })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str) -> Result<ExportConfig, String> {
+        ExportConfig::resolve(toml::from_str(text).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn remote_write_settings_are_checked() {
+        let c = resolve(
+            "external_labels = { site = \"north\", gateway = \"gw-07\" }\n[[remote_write]]\nurl = \"http://127.0.0.1:8428/api/v1/write\"\nbearer_token = \"t0k\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.external_labels, [("gateway".into(), "gw-07".into()), ("site".into(), "north".into())]);
+        let rw = &c.remote_write[0];
+        assert_eq!((rw.url.port, rw.url.path.as_str()), (8428, "/api/v1/write"));
+        assert_eq!(rw.headers[0].1.expose(), "Bearer t0k");
+        assert_eq!((rw.queue_max_bytes, rw.max_samples_per_send), (64 << 20, 5000));
+        let e = resolve("external_labels = { \"__x\" = \"a\" }").unwrap_err();
+        assert!(e.starts_with("export.external_labels: \"__x\" is not a usable label name"), "{e}");
+        let e = resolve("external_labels = { hostname = \"a\" }").unwrap_err();
+        assert!(e.contains("monserv's own"), "{e}");
+        let e = resolve("[[remote_write]]\nurl = \"ftp://x\"\n").unwrap_err();
+        assert!(e.starts_with("export.remote_write[0].url: "), "{e}");
+        let e = resolve("[[remote_write]]\nurl = \"http://x/\"\nqueue_max_bytes = 5\n").unwrap_err();
+        assert_eq!(e, "export.remote_write[0].queue_max_bytes: between 1 MiB and 16 GiB");
+        assert!(resolve("[[remote_write]]\nurl = \"http://x/\"\nqueue = 5\n").is_err(), "unknown keys refused");
+    }
+}
