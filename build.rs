@@ -1,17 +1,30 @@
-//! Embeds the built-in rule components Snappy-compressed (`src/snappy.rs`, the same
-//! code that decompresses them at start): they are the largest data in the binary.
+//! Embeds the largest data of the binary Snappy-compressed (`src/snappy.rs`, the
+//! same code that decompresses it, once, on first use; `src/embedded.rs`): the
+//! built-in rule components, and the texts `rule new` writes and the HTTP server
+//! serves.
 
 #[path = "src/snappy.rs"]
 #[allow(dead_code)]
 mod snappy;
 
+/// (source, name in OUT_DIR before `.snappy`); `src/embedded.rs` lists the same names.
+const FILES: [(&str, &str); 8] = [
+    ("rules-wasm/dist/threshold.wasm", "threshold.wasm"),
+    ("rules-wasm/dist/expression.wasm", "expression.wasm"),
+    ("rules-wasm/wit/rules.wit", "rules.wit"),
+    ("rules-wasm/sdk/src/lib.rs", "sdk-lib.rs"),
+    ("rules-wasm/builder/src/component.rs", "component.rs"),
+    ("rules-wasm/Cargo.lock", "rules-Cargo.lock"),
+    ("src/http/page.html", "page.html"),
+    ("src/http/openapi.json", "openapi.json"),
+];
+
 fn main() -> Result<(), String> {
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").ok_or("cargo did not set OUT_DIR")?);
-    for name in ["threshold", "expression"] {
-        let source = format!("rules-wasm/dist/{name}.wasm");
+    for (source, name) in FILES {
         println!("cargo:rerun-if-changed={source}");
-        let bytes = std::fs::read(&source).map_err(|e| format!("{source}: {e}"))?;
-        std::fs::write(out.join(format!("{name}.wasm.snappy")), snappy::compress(&bytes))
+        let bytes = std::fs::read(source).map_err(|e| format!("{source}: {e}"))?;
+        std::fs::write(out.join(format!("{name}.snappy")), snappy::compress(&bytes))
             .map_err(|e| format!("writing the compressed {source}: {e}"))?;
     }
     println!("cargo:rerun-if-changed=src/snappy.rs");

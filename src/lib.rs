@@ -27,6 +27,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod embedded;
 pub mod export;
 pub mod http;
 pub mod hub;

@@ -23,7 +23,7 @@ pub fn compress(input: &[u8]) -> Vec<u8> {
 }
 
 fn compress_block(block: &[u8], out: &mut Vec<u8>) {
-    const HASH_BITS: u32 = 14;
+    const HASH_BITS: u32 = 15;
     let mut table = vec![0u32; 1 << HASH_BITS];
     let hash = |at: usize| {
         let v = u32::from_le_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]]);
@@ -41,6 +41,10 @@ fn compress_block(block: &[u8], out: &mut Vec<u8>) {
             }
             literal(out, &block[literal_start..i]);
             copy(out, i - candidate, len);
+            // Remember positions inside the match too: later repeats find them.
+            for at in (i + 1..i + len).take_while(|at| at + 4 <= block.len()) {
+                table[hash(at)] = at as u32;
+            }
             i += len;
             literal_start = i;
         } else {
@@ -65,11 +69,16 @@ fn literal(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Copies with a two-byte offset (tag 2), at most 64 bytes each.
+/// Copies: a one-byte offset (tag 1) when it fits (4 to 11 bytes, offset under
+/// 2048), else a two-byte offset (tag 2), at most 64 bytes each.
 fn copy(out: &mut Vec<u8>, offset: usize, mut len: usize) {
     while len > 0 {
-        // Never leave a remainder under 4 (a copy must be at least 1 byte; keeping
-        // pieces >= 4 matches what decoders are tuned for).
+        if (4..=11).contains(&len) && offset < 2048 {
+            out.push(((((offset >> 8) as u8) << 5) | (((len - 4) as u8) << 2)) | 1);
+            out.push(offset as u8);
+            return;
+        }
+        // Never leave a remainder under 4: it could not take the short form.
         let piece = if len > 64 && len - 64 < 4 { 60 } else { len.min(64) };
         out.push((((piece - 1) as u8) << 2) | 2);
         out.extend_from_slice(&(offset as u16).to_le_bytes());

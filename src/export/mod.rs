@@ -4,6 +4,8 @@
 //! an aggregation server of its own, and pushes the same series with Prometheus
 //! remote_write (`remote_write`, `wire`), queueing on flash while the uplink is down.
 
+pub mod mqtt;
 pub mod prometheus;
 pub mod remote_write;
+pub mod sparkplug;
 pub mod wire;

@@ -6,7 +6,10 @@ use hyper::{Response, StatusCode};
 
 use super::{json, Body};
 
-pub const DOCUMENT: &str = include_str!("openapi.json");
+/// The OpenAPI description (`openapi.json`, embedded compressed).
+pub fn document_text() -> &'static str {
+    crate::embedded::text(crate::embedded::openapi_json())
+}
 
 /// (method, path) of every route, path parameters as in the document.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -30,7 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 pub fn document() -> Response<Body> {
-    json(StatusCode::OK, DOCUMENT)
+    json(StatusCode::OK, document_text())
 }
 
 #[cfg(test)]
@@ -39,7 +42,7 @@ mod tests {
 
     #[test]
     fn the_document_lists_exactly_the_routes() {
-        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(document_text()).unwrap();
         assert_eq!(doc["openapi"], "3.0.3");
         let mut documented: Vec<(String, String)> = Vec::new();
         for (path, ops) in doc["paths"].as_object().unwrap() {
@@ -52,7 +55,7 @@ mod tests {
         routes.sort();
         assert_eq!(documented, routes);
         // Every $ref points at something.
-        let text = DOCUMENT.to_string();
+        let text = document_text().to_string();
         for r in text.split("\"$ref\": \"#/").skip(1) {
             let target = &r[..r.find('"').unwrap()];
             let mut node = &doc;

@@ -6,10 +6,8 @@ use hyper::{Response, StatusCode};
 
 use super::Body;
 
-const INDEX_HTML: &str = include_str!("page.html");
-
 pub fn index() -> Response<Body> {
-    let mut r = Response::new(Body::new(INDEX_HTML.into()));
+    let mut r = Response::new(Body::new(crate::embedded::page_html().into()));
     *r.status_mut() = StatusCode::OK;
     let h = r.headers_mut();
     h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));

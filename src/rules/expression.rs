@@ -8,15 +8,7 @@
 /// The expression component, built from `rules-wasm/expression` (CI checks that this
 /// file matches its source).
 pub fn component() -> &'static [u8] {
-    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    BYTES.get_or_init(|| {
-        let packed = include_bytes!(concat!(env!("OUT_DIR"), "/expression.wasm.snappy"));
-        crate::snappy::decompress(packed, super::loader::MAX_RULE_BYTES).unwrap_or_else(|e| {
-            // Cannot happen (build.rs compressed it with this code); an empty rule is refused as invalid.
-            tracing::error!(error = ?e, "the embedded expression component is corrupt");
-            Vec::new()
-        })
-    })
+    crate::embedded::expression_wasm()
 }
 
 /// Settings with a condition: what makes a lone `.toml` an expression rule.

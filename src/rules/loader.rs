@@ -30,17 +30,9 @@ use super::engine::{digest, RuleEngine, RuleSettings, Source};
 use crate::store::{read_regular, ReadError};
 
 /// The built-in threshold rule, built from `rules-wasm/threshold` (CI checks that
-/// `rules-wasm/dist/threshold.wasm` matches its source), embedded compressed.
+/// `rules-wasm/dist/threshold.wasm` matches its source).
 pub fn builtin_threshold() -> &'static [u8] {
-    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    BYTES.get_or_init(|| {
-        let packed = include_bytes!(concat!(env!("OUT_DIR"), "/threshold.wasm.snappy"));
-        crate::snappy::decompress(packed, MAX_RULE_BYTES).unwrap_or_else(|e| {
-            // Cannot happen (build.rs compressed it with this code); an empty rule is refused as invalid.
-            tracing::error!(error = ?e, "the embedded threshold component is corrupt");
-            Vec::new()
-        })
-    })
+    crate::embedded::threshold_wasm()
 }
 pub const BUILTIN_NAME: &str = "threshold";
 /// Largest rule file accepted (today's rules are 16-80 KB).
@@ -447,14 +439,6 @@ impl Loader {
 mod tests {
     use super::*;
     use std::path::Path;
-
-    #[test]
-    fn the_embedded_components_are_the_dist_files() {
-        let dist =
-            |name: &str| std::fs::read(format!("{}/rules-wasm/dist/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        assert_eq!(builtin_threshold(), dist("threshold.wasm"));
-        assert_eq!(super::super::expression::component(), dist("expression.wasm"));
-    }
 
     #[test]
     fn settings_files() {

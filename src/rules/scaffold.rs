@@ -14,10 +14,7 @@ use std::process::Command;
 
 use super::loader::valid_name;
 
-const WIT: &str = include_str!("../../rules-wasm/wit/rules.wit");
-const SDK_LIB: &str = include_str!("../../rules-wasm/sdk/src/lib.rs");
-const COMPONENT_STEP: &str = include_str!("../../rules-wasm/builder/src/component.rs");
-const LOCK: &str = include_str!("../../rules-wasm/Cargo.lock");
+use crate::embedded::{component_step, rules_lock, rules_wit, sdk_lib, text};
 /// The build tool's package name inside every scaffold.
 const BUILD_TOOL: &str = "monserv-rule-build";
 
@@ -60,7 +57,7 @@ strip = true
         ("tests/cases.toml", CASES_TEMPLATE.replace("RULE_NAME", &title)),
         ("README.md", README_TEMPLATE.replace("RULE_NAME", &title)),
         (".gitignore", "/target\n/*.wasm\n".into()),
-        ("Cargo.lock", LOCK.to_string()),
+        ("Cargo.lock", text(rules_lock()).to_string()),
         (
             "sdk/Cargo.toml",
             format!(
@@ -80,8 +77,8 @@ wit-bindgen = {{ version = "={}", default-features = false, features = ["macros"
                 locked("wit-bindgen")
             ),
         ),
-        ("sdk/src/lib.rs", SDK_LIB.replace("path: \"../wit\"", "path: \"wit\"")),
-        ("sdk/wit/rules.wit", WIT.to_string()),
+        ("sdk/src/lib.rs", text(sdk_lib()).replace("path: \"../wit\"", "path: \"wit\"")),
+        ("sdk/wit/rules.wit", text(rules_wit()).to_string()),
         (
             "build/Cargo.toml",
             format!(
@@ -101,7 +98,7 @@ wit-component = "={}"
                 locked("wit-component")
             ),
         ),
-        ("build/src/component.rs", COMPONENT_STEP.to_string()),
+        ("build/src/component.rs", text(component_step()).to_string()),
         ("build/src/main.rs", BUILD_MAIN.to_string()),
     ]
 }
@@ -109,7 +106,7 @@ wit-component = "={}"
 /// The newest version of `package` in the embedded lock file: the scaffold pins what
 /// the repository builds with, and follows it when that changes.
 fn locked(package: &str) -> String {
-    let mut versions: Vec<Vec<u64>> = LOCK
+    let mut versions: Vec<Vec<u64>> = text(rules_lock())
         .split("[[package]]")
         .filter(|block| block.contains(&format!("\nname = \"{package}\"\n")))
         .filter_map(|block| block.split("\nversion = \"").nth(1)?.split('"').next())
@@ -310,7 +307,7 @@ mod tests {
         assert_eq!(super::locked("wit-bindgen").split('.').count(), 3);
         // Two versions of wit-component are locked; the builder uses the newest.
         let newest = super::locked("wit-component");
-        assert!(super::COMPONENT_STEP.contains("wit_component::ComponentEncoder"));
+        assert!(crate::embedded::text(crate::embedded::component_step()).contains("wit_component::ComponentEncoder"));
         assert!(
             include_str!("../../rules-wasm/builder/Cargo.toml")
                 .contains(&format!("wit-component = \"{}\"", &newest[..newest.rfind('.').unwrap()])),
