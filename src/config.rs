@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use export::{ExportConfig, RemoteWrite};
+pub use export::{ExportConfig, RemoteWrite, Sparkplug};
 pub use kafka::{KafkaJenis, KafkaPayloadDefaults, KafkaSink};
 use notify::NotifyFile;
 pub use notify::{EmailSink, HttpSink, NotifyConfig, SinkConfig, SinkKind, SmtpTls, TelegramSink};

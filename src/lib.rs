@@ -251,11 +251,23 @@ impl Daemon {
             export::remote_write::Exporter::start(&config.export, &config.state_dir, &tracker, shutdown.clone())
                 .map_err(StartError::Target)?
                 .map(Arc::new);
+        // A Sparkplug B edge node on the plant's broker, each host a device.
+        let edge = match &config.export.sparkplug {
+            Some(sp) => Some(Arc::new(
+                export::edge::Edge::start(sp, &config.state_dir, &tracker, shutdown.clone())
+                    .map_err(StartError::Target)?,
+            )),
+            None => None,
+        };
         let publish_export = exporter.clone();
+        let publish_edge = edge.clone();
         let publish: poll::Publish = Box::new(move |snapshot| {
             publish_hub.publish_metrics(snapshot.clone());
             if let Some(e) = &publish_export {
                 e.publish(&snapshot);
+            }
+            if let Some(e) = &publish_edge {
+                e.publish_round(&snapshot);
             }
             rounds.send_replace(Some(snapshot));
         });
@@ -263,6 +275,9 @@ impl Daemon {
         let publish_alerts = move |alerts: Vec<model::AlertMessage>| {
             for alert in &alerts {
                 alerts_hub.publish_alert(alert);
+                if let Some(e) = &edge {
+                    e.publish_alert(&serde_json::to_string(alert).unwrap_or_default());
+                }
             }
         };
         tracker.spawn(rules::runner::run(engine.clone(), rounds_rx, publish_alerts, shutdown.clone()));

@@ -138,12 +138,59 @@ fn load_pem(path: &Path, roots: &mut RootCertStore) -> Result<usize, TlsError> {
 
 /// A client configuration for `options`. Reads files: call once per sink at start.
 pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
+    client_config_with_identity(options, None)
+}
+
+/// The client's own certificate chain and key (mutual TLS), from PEM files.
+#[derive(Debug)]
+struct ClientIdentity(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientIdentity {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn client_identity(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<ClientIdentity>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    let bad = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |reason: String| TlsError::Rustls(format!("client certificate {path}: {reason}"))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert)(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(cert)(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad(cert)("no PEM certificate in it".into()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key)(e.to_string()))?;
+    let signer =
+        signing_key(&key_der).map_err(|_| bad(key)("not an RSA or ECDSA (P-256, P-384) private key".into()))?;
+    Ok(Arc::new(ClientIdentity(Arc::new(rustls::sign::CertifiedKey::new(certs, signer)))))
+}
+
+/// As [`client_config`], presenting `identity` (certificate, key PEM files) when given.
+pub fn client_config_with_identity(
+    options: &TlsOptions,
+    identity: Option<&(PathBuf, PathBuf)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let identity = identity.map(|(c, k)| client_identity(c, k)).transpose()?;
+    let finish = |b: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>| match &identity {
+        Some(id) => b.with_client_cert_resolver(id.clone()),
+        None => b.with_no_client_auth(),
+    };
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     if options.danger_accept_invalid_certs {
         let verifier = Arc::new(AcceptAnything(provider()));
-        return Ok(Arc::new(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()));
+        return Ok(Arc::new(finish(builder.dangerous().with_custom_certificate_verifier(verifier))));
     }
     let mut roots = RootCertStore::empty();
     if let Some(ca) = &options.ca_file {
@@ -161,7 +208,7 @@ pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError
     if roots.is_empty() {
         return Err(TlsError::NoRoots);
     }
-    Ok(Arc::new(builder.with_root_certificates(roots).with_no_client_auth()))
+    Ok(Arc::new(finish(builder.with_root_certificates(roots))))
 }
 
 /// A byte stream, plain or TLS.

@@ -31,6 +31,7 @@ declare -A need=(
     [/usr/bin/prometheus]=prometheus
     [/usr/bin/promtool]=prometheus
     [/usr/bin/victoria-metrics]=victoria-metrics
+    [/usr/sbin/mosquitto]=mosquitto
     [/usr/bin/socat]=socat
 )
 missing=()
@@ -49,12 +50,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Python peers: the websockets client, the SMTP server (aiosmtpd) and the Kafka
-# consumer (kafka-python) the notifier tests read back with.
-if ! python3 -c 'import websockets, aiosmtpd, kafka' 2>/dev/null; then
-    log "installing Python test peers: websockets, aiosmtpd, kafka-python"
-    python3 -m pip install -q websockets aiosmtpd kafka-python 2>/dev/null ||
-        python3 -m pip install -q --break-system-packages websockets aiosmtpd kafka-python
+# Python peers: the websockets client, the SMTP server (aiosmtpd), the Kafka
+# consumer (kafka-python) the notifier tests read back with, and the Sparkplug host
+# application (paho-mqtt; protobuf and grpcio-tools to compile the payload schema).
+python_peers=(websockets aiosmtpd kafka-python paho-mqtt protobuf grpcio-tools)
+if ! python3 -c 'import websockets, aiosmtpd, kafka, paho.mqtt, google.protobuf, grpc_tools' 2>/dev/null; then
+    log "installing Python test peers: ${python_peers[*]}"
+    python3 -m pip install -q "${python_peers[@]}" 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages "${python_peers[@]}"
 fi
 
 # The Kafka-protocol broker (tansu) is built from crates.io once and cached outside

@@ -28,6 +28,25 @@ pub(super) struct ExportFile {
     external_labels: BTreeMap<String, String>,
     #[serde(default)]
     remote_write: Vec<RemoteWriteFile>,
+    sparkplug: Option<SparkplugFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SparkplugFile {
+    broker: String,
+    group_id: String,
+    edge_node_id: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    danger_accept_invalid_certs: bool,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    primary_host_id: Option<String>,
+    keep_alive_seconds: Option<u16>,
+    history_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +70,110 @@ pub struct ExportConfig {
     /// Sorted by name; validated as Prometheus label names.
     pub external_labels: Vec<(String, String)>,
     pub remote_write: Vec<RemoteWrite>,
+    pub sparkplug: Option<Sparkplug>,
+}
+
+/// `[export.sparkplug]`: monserv as a Sparkplug B edge node on an MQTT broker.
+#[derive(Debug, Clone)]
+pub struct Sparkplug {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub group_id: String,
+    pub edge_node_id: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub tls_options: TlsOptions,
+    /// PEM files of a client certificate and its key (mutual TLS).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    pub primary_host_id: Option<String>,
+    pub keep_alive: Duration,
+    /// Rounds kept (estimated bytes) while they cannot be published.
+    pub history_max_bytes: u64,
+}
+
+/// A Sparkplug id (group, edge node, host): a topic level, so no `/`, `+` or `#`.
+fn valid_sparkplug_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && !id.chars().any(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+}
+
+fn parse_broker(url: &str) -> Result<(bool, String, u16), String> {
+    let (tls, rest) = match url.split_once("://") {
+        Some(("mqtt" | "tcp", rest)) => (false, rest),
+        Some(("mqtts" | "ssl", rest)) => (true, rest),
+        _ => return Err(format!("{url:?}: use mqtt://host[:port] or mqtts://host[:port]")),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('@') || rest.contains('/') {
+        return Err(format!("{url:?}: no credentials or path in the broker URL (username, password are settings)"));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && p.chars().all(|c| c.is_ascii_digit()) => {
+            (h, p.parse::<u16>().map_err(|_| format!("{url:?}: bad port"))?)
+        }
+        _ => (rest, if tls { 8883 } else { 1883 }),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{url:?}: no host"));
+    }
+    Ok((tls, host.to_string(), port))
+}
+
+impl Sparkplug {
+    fn resolve(f: SparkplugFile) -> Result<Sparkplug, String> {
+        let at = "export.sparkplug";
+        let (tls, host, port) = parse_broker(&f.broker).map_err(|e| format!("{at}.broker: {e}"))?;
+        if !valid_sparkplug_id(&f.group_id) {
+            return Err(format!("{at}.group_id: {:?} must be non-empty, without /, + or #", f.group_id));
+        }
+        let edge_node_id = match f.edge_node_id {
+            Some(id) => id,
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "monserv".into()),
+        };
+        if !valid_sparkplug_id(&edge_node_id) {
+            return Err(format!("{at}.edge_node_id: {edge_node_id:?} must be non-empty, without /, + or #"));
+        }
+        if let Some(id) = &f.primary_host_id {
+            if !valid_sparkplug_id(id) {
+                return Err(format!("{at}.primary_host_id: {id:?} must be non-empty, without /, + or #"));
+            }
+        }
+        let client_identity = match (f.client_cert, f.client_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err(format!("{at}: client_cert and client_key go together")),
+        };
+        if client_identity.is_some() && !tls {
+            return Err(format!("{at}: a client certificate needs an mqtts:// broker"));
+        }
+        let keep_alive = f.keep_alive_seconds.unwrap_or(30);
+        if !(5..=3600).contains(&keep_alive) {
+            return Err(format!("{at}.keep_alive_seconds: between 5 and 3600"));
+        }
+        let history_max_bytes = f.history_max_bytes.unwrap_or(16 << 20);
+        if !(64 << 10..=1 << 30).contains(&history_max_bytes) {
+            return Err(format!("{at}.history_max_bytes: between 64 KiB and 1 GiB"));
+        }
+        Ok(Sparkplug {
+            tls,
+            host,
+            port,
+            group_id: f.group_id,
+            edge_node_id,
+            username: f.username,
+            password: f.password.map(Secret::new),
+            tls_options: TlsOptions { ca_file: f.ca_file, danger_accept_invalid_certs: f.danger_accept_invalid_certs },
+            client_identity,
+            primary_host_id: f.primary_host_id,
+            keep_alive: Duration::from_secs(u64::from(keep_alive)),
+            history_max_bytes,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -133,7 +256,8 @@ impl ExportConfig {
                 max_sends_per_second,
             });
         }
-        Ok(ExportConfig { external_labels: f.external_labels.into_iter().collect(), remote_write })
+        let sparkplug = f.sparkplug.map(Sparkplug::resolve).transpose()?;
+        Ok(ExportConfig { external_labels: f.external_labels.into_iter().collect(), remote_write, sparkplug })
     }
 }
 
@@ -165,5 +289,25 @@ mod tests {
         let e = resolve("[[remote_write]]\nurl = \"http://x/\"\nqueue_max_bytes = 5\n").unwrap_err();
         assert_eq!(e, "export.remote_write[0].queue_max_bytes: between 1 MiB and 16 GiB");
         assert!(resolve("[[remote_write]]\nurl = \"http://x/\"\nqueue = 5\n").is_err(), "unknown keys refused");
+    }
+
+    #[test]
+    fn sparkplug_settings_are_checked() {
+        let c = resolve(
+            "[sparkplug]\nbroker = \"mqtts://broker.plant:8884\"\ngroup_id = \"north\"\nedge_node_id = \"gw-7\"\n",
+        )
+        .unwrap();
+        let s = c.sparkplug.unwrap();
+        assert_eq!((s.tls, s.host.as_str(), s.port, s.edge_node_id.as_str()), (true, "broker.plant", 8884, "gw-7"));
+        let s = resolve("[sparkplug]\nbroker = \"mqtt://[::1]\"\ngroup_id = \"g\"\n").unwrap().sparkplug.unwrap();
+        assert_eq!((s.tls, s.host.as_str(), s.port), (false, "::1", 1883));
+        let e = resolve("[sparkplug]\nbroker = \"mqtt://b\"\ngroup_id = \"a/b\"\n").unwrap_err();
+        assert_eq!(e, "export.sparkplug.group_id: \"a/b\" must be non-empty, without /, + or #");
+        let e = resolve("[sparkplug]\nbroker = \"http://b\"\ngroup_id = \"g\"\n").unwrap_err();
+        assert!(e.starts_with("export.sparkplug.broker: "), "{e}");
+        let e = resolve("[sparkplug]\nbroker = \"mqtt://u:p@b\"\ngroup_id = \"g\"\n").unwrap_err();
+        assert!(e.contains("no credentials"), "{e}");
+        let e = resolve("[sparkplug]\nbroker = \"mqtt://b\"\ngroup_id = \"g\"\nclient_cert = \"/c\"\n").unwrap_err();
+        assert_eq!(e, "export.sparkplug: client_cert and client_key go together");
     }
 }

@@ -334,6 +334,11 @@ impl EdgeNode {
         out
     }
 
+    /// The `Alerts/Last` value the next NBIRTH carries.
+    pub fn set_last_alert(&mut self, json: &str) {
+        self.last_alert = Value::Str(json.to_string());
+    }
+
     /// An alert or recovery, as the node's `Alerts/Last` metric (the `/ws` JSON).
     pub fn alert(&mut self, json: &str, now_ms: u64) -> Message {
         self.last_alert = Value::Str(json.to_string());
@@ -348,6 +353,100 @@ impl EdgeNode {
         let seq = self.next_seq();
         Message { topic: self.topic("NDATA", None), payload: with_seq(body, seq) }
     }
+}
+
+impl EdgeNode {
+    /// A round kept while nothing could be published, sent after the births: every
+    /// value of every born device, by alias, flagged historical, at the round's time.
+    pub fn historical(&mut self, snapshot: &Snapshot, at_ms: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        for t in &snapshot.targets {
+            if t.status != HostStatus::Online || !t.collected {
+                continue;
+            }
+            let id = device_id(&t.url);
+            let Some(device) = self.devices.get(&id) else { continue };
+            let values: Vec<(u64, Value)> = device_metrics(t)
+                .into_iter()
+                .filter_map(|(name, v)| device.aliases.get(&name).map(|a| (*a, v)))
+                .collect();
+            let metrics: Vec<Metric<'_>> = values
+                .iter()
+                .map(|(alias, v)| Metric {
+                    name: None,
+                    alias: Some(*alias),
+                    timestamp_ms: at_ms,
+                    value: v,
+                    historical: true,
+                })
+                .collect();
+            let body = payload(at_ms, None, &metrics);
+            let seq = self.next_seq();
+            out.push(Message { topic: self.topic("DDATA", Some(&id)), payload: with_seq(body, seq) });
+        }
+        out
+    }
+}
+
+/// Whether an NCMD payload asks for a rebirth (`Node Control/Rebirth` = true). The
+/// payload comes from the broker, so it is walked with every length checked.
+pub fn rebirth_requested(payload: &[u8]) -> bool {
+    fields(payload).any(|(field, value)| {
+        let Field::Bytes(metric) = value else { return false };
+        if field != 2 {
+            return false;
+        }
+        let (mut named, mut set) = (false, false);
+        for (f, v) in fields(metric) {
+            match (f, v) {
+                (1, Field::Bytes(name)) => named = name == b"Node Control/Rebirth",
+                (14, Field::Varint(b)) => set = b != 0,
+                _ => {}
+            }
+        }
+        named && set
+    })
+}
+
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+/// The top-level fields of a protobuf message; stops at the first malformed one.
+fn fields(mut p: &[u8]) -> impl Iterator<Item = (u64, Field<'_>)> {
+    fn varint(p: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = p.split_first()?;
+            *p = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    std::iter::from_fn(move || {
+        let key = varint(&mut p)?;
+        let field = match key & 7 {
+            0 => Field::Varint(varint(&mut p)?),
+            1 | 5 => {
+                let n = if key & 7 == 1 { 8 } else { 4 };
+                p = p.get(n..)?;
+                Field::Fixed
+            }
+            2 => {
+                let n = usize::try_from(varint(&mut p)?).ok()?;
+                let bytes = p.get(..n)?;
+                p = &p[n..];
+                Field::Bytes(bytes)
+            }
+            _ => return None,
+        };
+        Some((key >> 3, field))
+    })
 }
 
 /// Append `seq = 3` to an encoded payload (fields may come in any order).
@@ -491,6 +590,24 @@ mod tests {
             last = seq;
         }
         assert_eq!(last, (300 % 256) as u8);
+    }
+
+    #[test]
+    fn rebirth_commands_are_read_and_garbage_is_not() {
+        let yes = Value::Bool(true);
+        let no = Value::Bool(false);
+        let cmd = |name, v| {
+            payload(1, None, &[Metric { name: Some(name), alias: None, timestamp_ms: 1, value: v, historical: false }])
+        };
+        assert!(rebirth_requested(&cmd("Node Control/Rebirth", &yes)));
+        assert!(!rebirth_requested(&cmd("Node Control/Rebirth", &no)));
+        assert!(!rebirth_requested(&cmd("Node Control/Reboot", &yes)));
+        let good = cmd("Node Control/Rebirth", &yes);
+        for cut in 0..good.len() {
+            let _ = rebirth_requested(&good[..cut]);
+        }
+        assert!(!rebirth_requested(&[0x12, 0xff, 0xff, 0xff, 0xff, 0x0f]));
+        assert!(!rebirth_requested(&[0xff; 20]));
     }
 
     #[test]

@@ -22,5 +22,6 @@ mod rules;
 mod silence;
 mod sink_peers;
 mod sinks;
+mod sparkplug;
 mod websocket;
 mod wss;
