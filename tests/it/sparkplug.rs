@@ -95,9 +95,16 @@ fn metric<'a>(msg: &'a Value, name: &str) -> &'a Value {
 
 fn monserv(state: &std::path::Path, port: u16, broker: u16, targets: &str, primary: Option<&str>) -> Peer {
     let primary = primary.map(|p| format!("primary_host_id = \"{p}\"\n")).unwrap_or_default();
+    let sparkplug = format!(
+        "broker = \"mqtt://127.0.0.1:{broker}\"\ngroup_id = \"it\"\nedge_node_id = \"gw-it\"\nkeep_alive_seconds = 10\n{primary}"
+    );
+    monserv_with(state, port, targets, &sparkplug)
+}
+
+fn monserv_with(state: &std::path::Path, port: u16, targets: &str, sparkplug: &str) -> Peer {
     let config = format!(
         "listen = \"127.0.0.1\"\nport = {port}\npoll_interval_seconds = 0.5\nstate_dir = {:?}\ntargets = [{targets}]\n\
-         [export.sparkplug]\nbroker = \"mqtt://127.0.0.1:{broker}\"\ngroup_id = \"it\"\nedge_node_id = \"gw-it\"\nkeep_alive_seconds = 10\n{primary}",
+         [export.sparkplug]\n{sparkplug}",
         state.display().to_string()
     );
     std::fs::write(state.join("monserv.toml"), config).unwrap();
@@ -106,6 +113,7 @@ fn monserv(state: &std::path::Path, port: u16, broker: u16, targets: &str, prima
         .env_remove("SERVERS")
         .env("MONSERV_LOG", "warn")
         .stdin(Stdio::null())
+        .stderr(std::fs::File::create(state.join("monserv.log")).unwrap())
         .spawn()
         .unwrap();
     wait_port(port, &mut child, "monserv");
@@ -234,4 +242,73 @@ fn sparkplug_edge_node_on_a_real_broker() {
     let death = app.topic(&format!("{NODE}NDEATH/gw-it"), t);
     assert_eq!(metric(&death, "bdSeq")["value"].as_u64(), Some((bd_seq + 1) % 256));
     drop(monserv_run);
+}
+
+fn start_mosquitto(dir: &std::path::Path, config: &str, ports: &[u16]) -> Peer {
+    std::fs::write(dir.join("mosquitto.conf"), config).unwrap();
+    let mut child = Command::new("mosquitto")
+        .args(["-c", dir.join("mosquitto.conf").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto (tests/run.sh installs it)");
+    for port in ports {
+        wait_port(*port, &mut child, "mosquitto");
+    }
+    Peer(child)
+}
+
+/// MQTT over TLS with a client certificate and a password: births arrive; a wrong
+/// password gets the node nowhere.
+#[test]
+fn sparkplug_over_tls_with_a_client_certificate_and_password() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = crate::support::receiver::TestCa::new();
+    let (client_cert, client_key) = ca.issue("client", "gw-tls", "extendedKeyUsage=clientAuth\n");
+    let dir = ca.dir.path();
+    let passwords = dir.join("passwords");
+    let status = Command::new("mosquitto_passwd").arg("-b").arg("-c").arg(&passwords).args(["gw", "s3cret"]).status();
+    assert!(status.is_ok_and(|s| s.success()), "mosquitto_passwd");
+    // mosquitto drops to its own user when started as root: let it read the files.
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o644));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (plain, tls) = (free_port(), free_port());
+    let config = format!(
+        "per_listener_settings true\nlistener {plain} 127.0.0.1\nallow_anonymous true\n\
+         listener {tls} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nallow_anonymous false\npassword_file {}\n",
+        ca.ca.display(),
+        ca.cert.display(),
+        ca.key.display(),
+        passwords.display()
+    );
+    let _mosquitto = start_mosquitto(dir, &config, &[plain, tls]);
+    let mut app = HostApp::start(plain);
+    let sparkplug = |node: &str, password: &str| {
+        format!(
+            "broker = \"mqtts://127.0.0.1:{tls}\"\ngroup_id = \"it\"\nedge_node_id = \"{node}\"\nca_file = {:?}\n\
+             client_cert = {:?}\nclient_key = {:?}\nusername = \"gw\"\npassword = \"{password}\"\n",
+            ca.ca.display().to_string(),
+            client_cert.display().to_string(),
+            client_key.display().to_string()
+        )
+    };
+    let state = tempfile::tempdir().unwrap();
+    let good = monserv_with(state.path(), free_port(), "\"local\"", &sparkplug("gw-tls", "s3cret"));
+    let nbirth = app.topic(&format!("{NODE}NBIRTH/gw-tls"), Duration::from_secs(30));
+    assert_eq!(nbirth["seq"], 0);
+    app.topic(&format!("{NODE}DBIRTH/gw-tls/local"), Duration::from_secs(30));
+    drop(good);
+    let state = tempfile::tempdir().unwrap();
+    let _bad = monserv_with(state.path(), free_port(), "\"local\"", &sparkplug("gw-badpw", "wrong"));
+    std::thread::sleep(Duration::from_secs(4));
+    while let Ok(v) = app.lines.try_recv() {
+        assert!(!v["topic"].as_str().is_some_and(|t| t.contains("gw-badpw")), "a wrong password was let in: {v:#}");
+    }
+    // It says why, once, without the password.
+    let log = std::fs::read_to_string(state.path().join("monserv.log")).unwrap();
+    assert_eq!(log.matches("sparkplug session lost").count(), 1, "{log}");
+    assert!(log.contains("the broker refused the connection: "), "{log}");
+    assert!(!log.contains("wrong"), "the password is not logged: {log}");
 }
