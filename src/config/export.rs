@@ -190,6 +190,76 @@ pub struct RemoteWrite {
     pub max_sends_per_second: f64,
 }
 
+impl ExportConfig {
+    /// `[export]` as `--print-config` shows it: loads again, secrets masked.
+    pub(super) fn printable(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        let masked = || toml::Value::String("***".into());
+        if !self.external_labels.is_empty() {
+            let labels: toml::Table =
+                self.external_labels.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect();
+            t.insert("external_labels".into(), labels.into());
+        }
+        let writers: Vec<toml::Value> = self
+            .remote_write
+            .iter()
+            .map(|rw| {
+                let mut w = toml::Table::new();
+                w.insert("url".into(), rw.url.to_string().into());
+                if !rw.headers.is_empty() {
+                    // The bearer token travels as an Authorization header: shown masked.
+                    let headers: toml::Table = rw.headers.iter().map(|(k, _)| (k.clone(), masked())).collect();
+                    w.insert("headers".into(), headers.into());
+                }
+                if let Some(ca) = &rw.tls.ca_file {
+                    w.insert("ca_file".into(), ca.display().to_string().into());
+                }
+                if rw.tls.danger_accept_invalid_certs {
+                    w.insert("danger_accept_invalid_certs".into(), true.into());
+                }
+                w.insert("queue_max_bytes".into(), (rw.queue_max_bytes.min(i64::MAX as u64) as i64).into());
+                w.insert("flush_interval_seconds".into(), rw.flush_interval.as_secs_f64().into());
+                w.insert("max_samples_per_send".into(), (rw.max_samples_per_send as i64).into());
+                w.insert("max_sends_per_second".into(), rw.max_sends_per_second.into());
+                w.into()
+            })
+            .collect();
+        if !writers.is_empty() {
+            t.insert("remote_write".into(), writers.into());
+        }
+        if let Some(sp) = &self.sparkplug {
+            let mut s = toml::Table::new();
+            let host = if sp.host.contains(':') { format!("[{}]", sp.host) } else { sp.host.clone() };
+            s.insert("broker".into(), format!("{}://{host}:{}", if sp.tls { "mqtts" } else { "mqtt" }, sp.port).into());
+            s.insert("group_id".into(), sp.group_id.clone().into());
+            s.insert("edge_node_id".into(), sp.edge_node_id.clone().into());
+            if let Some(u) = &sp.username {
+                s.insert("username".into(), u.clone().into());
+            }
+            if sp.password.is_some() {
+                s.insert("password".into(), masked());
+            }
+            if let Some(ca) = &sp.tls_options.ca_file {
+                s.insert("ca_file".into(), ca.display().to_string().into());
+            }
+            if sp.tls_options.danger_accept_invalid_certs {
+                s.insert("danger_accept_invalid_certs".into(), true.into());
+            }
+            if let Some((cert, key)) = &sp.client_identity {
+                s.insert("client_cert".into(), cert.display().to_string().into());
+                s.insert("client_key".into(), key.display().to_string().into());
+            }
+            if let Some(id) = &sp.primary_host_id {
+                s.insert("primary_host_id".into(), id.clone().into());
+            }
+            s.insert("keep_alive_seconds".into(), (sp.keep_alive.as_secs() as i64).into());
+            s.insert("history_max_bytes".into(), (sp.history_max_bytes as i64).into());
+            t.insert("sparkplug".into(), s.into());
+        }
+        t
+    }
+}
+
 /// A Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`, not reserved (`__` prefix).
 pub fn valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -289,6 +359,18 @@ mod tests {
         let e = resolve("[[remote_write]]\nurl = \"http://x/\"\nqueue_max_bytes = 5\n").unwrap_err();
         assert_eq!(e, "export.remote_write[0].queue_max_bytes: between 1 MiB and 16 GiB");
         assert!(resolve("[[remote_write]]\nurl = \"http://x/\"\nqueue = 5\n").is_err(), "unknown keys refused");
+    }
+
+    #[test]
+    fn printed_export_settings_load_again_with_secrets_masked() {
+        let text = "external_labels = { site = \"north\" }\n[[remote_write]]\nurl = \"https://vm.plant:8428/api/v1/write\"\nbearer_token = \"t0k\"\n\
+                    [sparkplug]\nbroker = \"mqtts://[::1]:8884\"\ngroup_id = \"g\"\nedge_node_id = \"n\"\nusername = \"u\"\npassword = \"p4ss\"\n";
+        let printed = toml::to_string(&resolve(text).unwrap().printable()).unwrap();
+        assert!(!printed.contains("t0k") && !printed.contains("p4ss"), "{printed}");
+        let again = resolve(&printed.replace("Authorization = \"***\"", "Authorization = \"Bearer t0k\"")).unwrap();
+        assert_eq!(again.remote_write[0].url.to_string(), "https://vm.plant:8428/api/v1/write");
+        let sp = again.sparkplug.unwrap();
+        assert_eq!((sp.host.as_str(), sp.port, sp.tls, sp.username.as_deref()), ("::1", 8884, true, Some("u")));
     }
 
     #[test]

@@ -37,6 +37,7 @@ impl Config {
             tls: Option<toml::Table>,
             rules: super::rules::PrintRules,
             notify: toml::Table,
+            export: toml::Table,
         }
         let (tls, allowed_origins, allowed_hosts) = self.perimeter.printable();
         let p = Printable {
@@ -48,6 +49,7 @@ impl Config {
             tls,
             rules: self.rules.printable(),
             notify: self.notify.printable(),
+            export: self.export.printable(),
             websocket: self.websocket,
             listen: self.listen.ip().to_string(),
             port: self.listen.port(),

@@ -23,6 +23,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/alerts/active"),
     ("GET", "/api/v1/alerts/history"),
     ("GET", "/api/v1/notify"),
+    ("GET", "/metrics"),
     ("POST", "/api/test-alert"),
     ("GET", "/api/v1/silences"),
     ("POST", "/api/v1/silences"),
