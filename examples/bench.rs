@@ -85,6 +85,11 @@ async fn main() {
                 }
             }
         }
+        Some("fleet") => {
+            for n in numbers() {
+                fleet(n).await
+            }
+        }
         Some("swap") => swap().await,
         Some("compile-bomb") => compile_bomb(&args[1]),
         Some("cadence") => cadence(&args[1], args[2].parse().unwrap()).await,
@@ -94,7 +99,7 @@ async fn main() {
             }
         }
         _ => eprintln!(
-            "usage: bench fanout N... | idle-rss N... | idle-rss-tls N... | tls-handshake N... | poll TARGETS... | rules HOSTS... | swap | compile-bomb SHAPE | cadence WS_URL SECONDS"
+            "usage: bench fanout N... | fleet TARGETS... | idle-rss N... | idle-rss-tls N... | tls-handshake N... | poll TARGETS... | rules HOSTS... | swap | compile-bomb SHAPE | cadence WS_URL SECONDS"
         ),
     }
 }
@@ -671,4 +676,57 @@ mod tls {
         }
         settle_and_report("idle wss clients", &mut conns, before, child).await;
     }
+}
+
+/// What feeding the fleet costs per round at N targets (copies of this machine):
+/// rendering `/metrics`, encoding and compressing a remote_write round, and the
+/// Sparkplug messages of a round in which every host's memory changed.
+async fn fleet(hosts: usize) {
+    use monserv::export::{prometheus, remote_write::Encoder, sparkplug::EdgeNode};
+    let snapshot = support::snapshot_of_hosts(hosts).await;
+    let runs = if hosts >= 1000 { 20 } else { 200 };
+    let stats = prometheus::SelfStats { version: "bench", ..Default::default() };
+    let t = Instant::now();
+    let mut text = String::new();
+    for _ in 0..runs {
+        text = prometheus::render(Some(&snapshot), &stats);
+    }
+    let render = t.elapsed() / runs;
+    let external = [("gateway".to_string(), "gw-07".to_string()), ("site".to_string(), "north".to_string())];
+    let mut encoder = Encoder::default();
+    let at = std::time::SystemTime::now();
+    encoder.encode(&snapshot, &external, at);
+    let t = Instant::now();
+    let mut round = encoder.encode(&snapshot, &external, at);
+    for _ in 1..runs {
+        round = encoder.encode(&snapshot, &external, at);
+    }
+    let encode = t.elapsed() / runs;
+    let t = Instant::now();
+    let mut packed = Vec::new();
+    for _ in 0..runs {
+        packed = monserv::snappy::compress(&round.encoded);
+    }
+    let compress = t.elapsed() / runs;
+    let mut node = EdgeNode::new("plant", "gw-07", 0);
+    node.birth(0);
+    let births: usize = node.round(&snapshot, 1).iter().map(|m| m.payload.len() + m.topic.len()).sum();
+    let mut changed = snapshot.clone();
+    for t in &mut changed.targets {
+        t.metrics.memory.used += 4096;
+        t.metrics.memory.free -= 4096;
+        t.metrics.memory.used_percent += 0.01;
+    }
+    let t = Instant::now();
+    let data = node.round(&changed, 2);
+    let sparkplug = t.elapsed();
+    let data_bytes: usize = data.iter().map(|m| m.payload.len() + m.topic.len()).sum();
+    println!(
+        "fleet targets={hosts} metrics_text={} B render={render:?} rw_samples={} rw_raw={} B rw_snappy={} B encode={encode:?} compress={compress:?} spb_births={births} B spb_round={} messages {data_bytes} B in {sparkplug:?}",
+        text.len(),
+        round.samples,
+        round.encoded.len(),
+        packed.len(),
+        data.len()
+    );
 }
