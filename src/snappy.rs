@@ -29,27 +29,44 @@ fn compress_block(block: &[u8], out: &mut Vec<u8>) {
         let v = u32::from_le_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]]);
         (v.wrapping_mul(0x1e35_a7bd) >> (32 - HASH_BITS)) as usize
     };
+    // The match at `at` through the hash table (and remember `at`): (offset, length).
+    let probe = |table: &mut Vec<u32>, at: usize| -> Option<(usize, usize)> {
+        if at + 4 > block.len() {
+            return None;
+        }
+        let h = hash(at);
+        let candidate = table[h] as usize;
+        table[h] = at as u32;
+        if candidate >= at || block[candidate..candidate + 4] != block[at..at + 4] {
+            return None;
+        }
+        let mut len = 4;
+        while at + len < block.len() && block[candidate + len] == block[at + len] {
+            len += 1;
+        }
+        Some((at - candidate, len))
+    };
     let (mut i, mut literal_start) = (0usize, 0usize);
     while i + 4 <= block.len() {
-        let h = hash(i);
-        let candidate = table[h] as usize;
-        table[h] = i as u32;
-        if candidate < i && block[candidate..candidate + 4] == block[i..i + 4] {
-            let mut len = 4;
-            while i + len < block.len() && block[candidate + len] == block[i + len] {
-                len += 1;
-            }
-            literal(out, &block[literal_start..i]);
-            copy(out, i - candidate, len);
-            // Remember positions inside the match too: later repeats find them.
-            for at in (i + 1..i + len).take_while(|at| at + 4 <= block.len()) {
-                table[hash(at)] = at as u32;
-            }
-            i += len;
-            literal_start = i;
-        } else {
+        let Some((mut offset, mut len)) = probe(&mut table, i) else {
             i += 1;
+            continue;
+        };
+        // Lazy: a longer match one byte later is worth a literal byte.
+        if let Some((next_offset, next_len)) = probe(&mut table, i + 1) {
+            if next_len > len + 1 {
+                i += 1;
+                (offset, len) = (next_offset, next_len);
+            }
         }
+        literal(out, &block[literal_start..i]);
+        copy(out, offset, len);
+        // Remember positions inside the match too: later repeats find them.
+        for at in (i + 1..i + len).take_while(|at| at + 4 <= block.len()) {
+            table[hash(at)] = at as u32;
+        }
+        i += len;
+        literal_start = i;
     }
     literal(out, &block[literal_start..]);
 }

@@ -1,6 +1,5 @@
 use crate::TRAP_INTERNAL_ASSERT;
 use crate::alias_region::AliasRegions;
-use crate::debug::DwarfSectionRelocTarget;
 use crate::func_environ::FuncEnvironment;
 use crate::translate::{FuncTranslator, VmctxLoadChain};
 use crate::{BuiltinFunctionSignatures, builder::LinkOptions, wasm_call_signature};
@@ -25,7 +24,7 @@ use cranelift_codegen::{
 use cranelift_entity::PrimaryMap;
 use cranelift_frontend::FunctionBuilder;
 use object::write::{Object, StandardSegment, SymbolId};
-use object::{RelocationEncoding, RelocationFlags, RelocationKind, SectionKind};
+use object::SectionKind;
 use std::any::Any;
 use std::borrow::Cow;
 use std::cmp;
@@ -35,7 +34,7 @@ use std::ops::Range;
 use std::path;
 use std::sync::{Arc, Mutex};
 use wasmparser::{FuncValidatorAllocations, FunctionBody};
-use wasmtime_environ::error::{Context as _, Result};
+use wasmtime_environ::error::Result;
 use wasmtime_environ::obj::{ELF_WASMTIME_EXCEPTIONS, ELF_WASMTIME_FRAMES};
 use wasmtime_environ::{
     Abi, AddressMapSection, BuiltinFunctionIndex, CacheStore, CompileError, CompiledFunctionBody,
@@ -860,68 +859,10 @@ impl wasmtime_environ::Compiler for Compiler {
         dwarf_package_bytes: Option<&'a [u8]>,
         tunables: &'a Tunables,
     ) -> Result<()> {
-        log::trace!("appending DWARF debug info");
-
-        let get_func = move |m, f| {
-            let (sym, any) = get_func(m, f);
-            log::trace!("get_func({m:?}, {f:?}) -> ({sym:?}, {any:#p})");
-            debug_assert!(!any.is::<Option<CompilerContext>>());
-            debug_assert!(any.is::<CompiledFunction>());
-            (
-                sym,
-                any.downcast_ref::<CompiledFunction>().unwrap().metadata(),
-            )
-        };
-
-        let mut compilation = crate::debug::Compilation::new(
-            &*self.isa,
-            translations,
-            &get_func,
-            dwarf_package_bytes,
-            tunables,
-        );
-        let dwarf_sections = crate::debug::emit_dwarf(&*self.isa, &mut compilation)
-            .with_context(|| "failed to emit DWARF debug information")?;
-
-        let (debug_bodies, debug_relocs): (Vec<_>, Vec<_>) = dwarf_sections
-            .iter()
-            .map(|s| ((s.name, &s.body), (s.name, &s.relocs)))
-            .unzip();
-        let mut dwarf_sections_ids = HashMap::new();
-        for (name, body) in debug_bodies {
-            let segment = obj.segment_name(StandardSegment::Debug).to_vec();
-            let section_id = obj.add_section(segment, name.as_bytes().to_vec(), SectionKind::Debug);
-            dwarf_sections_ids.insert(name, section_id);
-            obj.append_section_data(section_id, &body, 1);
-        }
-
-        // Write all debug data relocations.
-        for (name, relocs) in debug_relocs {
-            let section_id = *dwarf_sections_ids.get(name).unwrap();
-            for reloc in relocs {
-                let target_symbol = match reloc.target {
-                    DwarfSectionRelocTarget::Func(id) => compilation.symbol_id(id).unwrap(),
-                    DwarfSectionRelocTarget::Section(name) => {
-                        obj.section_symbol(dwarf_sections_ids[name])
-                    }
-                };
-                obj.add_relocation(
-                    section_id,
-                    object::write::Relocation {
-                        offset: u64::from(reloc.offset),
-                        symbol: target_symbol,
-                        addend: i64::from(reloc.addend),
-                        flags: RelocationFlags::Generic {
-                            size: reloc.size << 3,
-                            kind: RelocationKind::Absolute,
-                            encoding: RelocationEncoding::Generic,
-                        },
-                    },
-                )?;
-            }
-        }
-
-        Ok(())
+        // monserv (PATCHED.md): native DWARF for compiled wasm is never asked for
+        // (`Config::debug_info` stays off), so its transform is not built.
+        let _ = (obj, translations, get_func, dwarf_package_bytes, tunables);
+        Err(wasmtime_environ::error::format_err!("DWARF for compiled wasm is not built into monserv"))
     }
 
     fn create_systemv_cie(&self) -> Option<gimli::write::CommonInformationEntry> {
