@@ -388,3 +388,34 @@ async fn remote_write_backlog_survives_kill_9_and_reaches_victoria_metrics() {
     assert_eq!(dropped, 0.0);
     drop((monserv, receiver));
 }
+
+/// The remote_write protocol's rules at an HTTP receiver that answers 503, 429, 400,
+/// then 200: the headers the spec requires, 5xx and 429 retried (counted as failed
+/// sends), 400 not retried (its samples dropped and counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_retries_5xx_and_429_and_drops_on_other_4xx() {
+    let receiver = crate::support::receiver::Receiver::start(0, &[503, 429, 400]).await;
+    let d = TestDaemon::start(
+        &["local".into()],
+        &format!(
+            "poll_interval_seconds = 0.5\nauth_token = \"{TOKEN}\"\n[[export.remote_write]]\nurl = \"http://{}/api/v1/write\"\nbearer_token = \"rw-t0k\"\n",
+            receiver.addr
+        ),
+    )
+    .await;
+    receiver.wait_seen(Duration::from_secs(30), |s| s.len() >= 5).await;
+    let seen = receiver.seen();
+    let statuses: Vec<u16> = seen.iter().map(|s| s.status).collect();
+    assert_eq!(statuses[..5], [503, 429, 400, 200, 200]);
+    for s in &seen {
+        assert_eq!(s.path, "/api/v1/write");
+        assert_eq!(s.header("content-encoding"), Some("snappy"));
+        assert_eq!(s.header("content-type"), Some("application/x-protobuf"));
+        assert_eq!(s.header("x-prometheus-remote-write-version"), Some("0.1.0"));
+        assert_eq!(s.header("authorization"), Some("Bearer rw-t0k"));
+    }
+    let (failed, _, dropped) = receiver_counters(d.addr).await;
+    assert_eq!(failed, 2.0, "503 and 429 are retried");
+    assert!(dropped > 0.0, "the 400's samples are dropped, not retried");
+    assert!(d.shutdown().await);
+}
