@@ -721,6 +721,29 @@ async fn fleet(hosts: usize) {
     let data = node.round(&changed, 2);
     let sparkplug = t.elapsed();
     let data_bytes: usize = data.iter().map(|m| m.payload.len() + m.topic.len()).sum();
+    // The backlog while a receiver is away: one flush (30 s of 4 s rounds) per
+    // transaction, compressed, as the sender writes it; bytes the kernel was asked to
+    // write (`/proc/self/io` wchar) and the file's growth.
+    let dir = tempfile::tempdir().unwrap();
+    let mut backlog = monserv::store::backlog::Backlog::open(&dir.path().join("rw.redb")).unwrap();
+    let flush: Vec<monserv::store::backlog::Round> = (0..8)
+        .map(|_| monserv::store::backlog::Round { samples: round.samples, encoded: packed.clone() })
+        .collect();
+    let wchar = || -> u64 {
+        let io = std::fs::read_to_string("/proc/self/io").unwrap();
+        io.lines().find_map(|l| l.strip_prefix("wchar: ")).unwrap().trim().parse().unwrap()
+    };
+    let flushes = 20;
+    let before = wchar();
+    for _ in 0..flushes {
+        backlog.append(&flush, 1 << 30).unwrap();
+    }
+    let written = (wchar() - before) / flushes;
+    let file = std::fs::metadata(dir.path().join("rw.redb")).unwrap().len();
+    println!(
+        "backlog targets={hosts} per_flush_payload={} B written_per_flush={written} B file_after_{flushes}_flushes={file} B",
+        packed.len() * 8
+    );
     println!(
         "fleet targets={hosts} metrics_text={} B render={render:?} rw_samples={} rw_raw={} B rw_snappy={} B encode={encode:?} compress={compress:?} spb_births={births} B spb_round={} messages {data_bytes} B in {sparkplug:?}",
         text.len(),
