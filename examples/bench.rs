@@ -726,9 +726,8 @@ async fn fleet(hosts: usize) {
     // write (`/proc/self/io` wchar) and the file's growth.
     let dir = tempfile::tempdir().unwrap();
     let mut backlog = monserv::store::backlog::Backlog::open(&dir.path().join("rw.redb")).unwrap();
-    let flush: Vec<monserv::store::backlog::Round> = (0..8)
-        .map(|_| monserv::store::backlog::Round { samples: round.samples, encoded: packed.clone() })
-        .collect();
+    let flush: Vec<monserv::store::backlog::Round> =
+        (0..8).map(|_| monserv::store::backlog::Round { samples: round.samples, encoded: packed.clone() }).collect();
     let wchar = || -> u64 {
         let io = std::fs::read_to_string("/proc/self/io").unwrap();
         io.lines().find_map(|l| l.strip_prefix("wchar: ")).unwrap().trim().parse().unwrap()
