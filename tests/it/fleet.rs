@@ -16,7 +16,15 @@ const TOKEN: &str = "fleet-token-1";
 /// An instant query against Prometheus's HTTP API: the `result` vector.
 async fn query(prom: SocketAddr, promql: &str) -> Vec<Value> {
     let q = percent_encoding::utf8_percent_encode(promql, percent_encoding::NON_ALPHANUMERIC);
-    let (status, body) = support::http_get(prom, &format!("/api/v1/query?query={q}"), &[]).await;
+    let start = Instant::now();
+    let (status, body) = loop {
+        // 503 until Prometheus has opened its storage (it listens before that).
+        let (status, body) = support::http_get(prom, &format!("/api/v1/query?query={q}"), &[]).await;
+        if status != 503 || start.elapsed() > Duration::from_secs(60) {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(status, 200, "{promql}: {body}");
     let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{promql}: {e}: {body}"));
     v["data"]["result"].as_array().cloned().unwrap_or_default()
