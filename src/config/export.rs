@@ -286,14 +286,7 @@ impl ExportConfig {
         for (i, rw) in f.remote_write.into_iter().enumerate() {
             let at = format!("export.remote_write[{i}]");
             let url = parse_http_url(&rw.url).map_err(|e| format!("{at}.url: {e}"))?;
-            let mut headers = Vec::new();
-            for (name, value) in rw.headers {
-                let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-                if !valid || value.chars().any(char::is_control) {
-                    return Err(format!("{at}.headers: {name:?} is not a valid header"));
-                }
-                headers.push((name, Secret::new(value)));
-            }
+            let mut headers = super::notify::secret_header_list(&at, rw.headers)?;
             if let Some(token) = rw.bearer_token {
                 if token.is_empty() || token.chars().any(|c| c.is_control() || c.is_whitespace()) {
                     return Err(format!("{at}.bearer_token: must be one word of printable text"));

@@ -181,15 +181,16 @@ fn is_address(s: &str) -> bool {
     s.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && s.chars().all(ok))
 }
 
-fn secret_header_list(
-    section: &str,
+/// Header names and values checked, values kept secret; `at` names the table in errors.
+pub(super) fn secret_header_list(
+    at: &str,
     headers: std::collections::BTreeMap<String, String>,
 ) -> Result<Vec<(String, Secret)>, String> {
     let mut out = Vec::new();
     for (name, value) in headers {
         let valid_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !valid_name || value.chars().any(|c| c.is_control()) {
-            return Err(format!("notify.{section}.headers: {name:?} is not a valid header"));
+            return Err(format!("{at}.headers: {name:?} is not a valid header"));
         }
         out.push((name, Secret::new(value)));
     }
@@ -335,7 +336,7 @@ impl NotifyConfig {
             if name == "alertmanager" && url.path == "/" {
                 url.path = "/api/v2/alerts".into();
             }
-            let sink = HttpSink { url, headers: secret_header_list(name, file.headers)? };
+            let sink = HttpSink { url, headers: secret_header_list(&format!("notify.{name}"), file.headers)? };
             push(name, common, if name == "webhook" { SinkKind::Webhook(sink) } else { SinkKind::Alertmanager(sink) })?;
         }
         Ok(NotifyConfig { sinks })

@@ -113,8 +113,7 @@ impl Runner {
         let mut backoff = Duration::from_secs(1);
         let mut last_reason = String::new();
         loop {
-            let bd_seq = self.next_bd_seq();
-            match self.session(bd_seq, &mut rx, &shutdown).await {
+            match self.session(&mut rx, &shutdown).await {
                 Ended::Shutdown => break,
                 Ended::PrimaryOffline => {
                     tracing::info!("sparkplug: primary host offline; waiting for it");
@@ -171,7 +170,7 @@ impl Runner {
         }
     }
 
-    async fn session(&mut self, bd_seq: u64, rx: &mut mpsc::Receiver<Event>, shutdown: &CancellationToken) -> Ended {
+    async fn session(&mut self, rx: &mut mpsc::Receiver<Event>, shutdown: &CancellationToken) -> Ended {
         let cfg = self.cfg.clone();
         let connect = crate::tls::connect(&cfg.host, cfg.port, self.tls.as_ref());
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
@@ -179,6 +178,9 @@ impl Runner {
             Ok(Err(e)) => return Ended::Lost(format!("cannot connect to {}:{}: {e}", cfg.host, cfg.port)),
             Err(_) => return Ended::Lost(format!("cannot connect to {}:{}: timed out", cfg.host, cfg.port)),
         };
+        // The session's bdSeq only once the broker is reachable: a broker that stays
+        // away costs no flash write per reconnect attempt.
+        let bd_seq = self.next_bd_seq();
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut node = EdgeNode::new(&cfg.group_id, &cfg.edge_node_id, bd_seq);
         let will = node.ndeath(now_ms());
