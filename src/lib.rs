@@ -29,6 +29,8 @@ pub mod collect;
 pub mod config;
 pub mod embedded;
 pub mod export;
+pub mod facts;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod model;
@@ -150,6 +152,7 @@ fn sample_spec(config: &Config) -> SampleSpec {
         top_n: config.top_processes,
         fs_filter: FsFilter::new(&config.include_fstypes),
         max_output_bytes: config.max_output_bytes,
+        facts: Arc::from([]),
     }
 }
 

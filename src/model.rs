@@ -153,12 +153,17 @@ pub struct TargetReport {
     /// When the target last answered a poll.
     #[serde(skip)]
     pub last_success: Option<std::time::SystemTime>,
+    /// Answers to the facts rules declared (empty when offline or none asked).
+    #[serde(skip)]
+    pub facts: std::sync::Arc<crate::facts::Answers>,
 }
 
 /// The result of one round, in configuration order.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub round: u64,
+    /// When the round ended, seconds since the Unix epoch.
+    pub unix_time: u64,
     pub targets: Vec<TargetReport>,
 }
 

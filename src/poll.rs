@@ -55,6 +55,7 @@ impl PolledTarget {
                 last_error_kind: None,
                 poll_duration: None,
                 last_success: None,
+                facts: Arc::default(),
             },
             key,
             fallback_name,
@@ -71,11 +72,14 @@ impl PolledTarget {
     ) {
         self.report.poll_duration = Some(took);
         let built = outcome.and_then(|raw| {
-            build_metrics(&raw, self.cpu_prev, spec.top_n, &spec.fs_filter, now).map_err(CollectError::from)
+            build_metrics(&raw, self.cpu_prev, spec.top_n, &spec.fs_filter, now)
+                .map(|(m, cpu)| (m, cpu, raw.facts))
+                .map_err(CollectError::from)
         });
         let r = &mut self.report;
         match built {
-            Ok((metrics, cpu)) => {
+            Ok((metrics, cpu, facts)) => {
+                r.facts = Arc::new(facts);
                 if r.status == HostStatus::Offline && r.consecutive_failures > 0 {
                     tracing::info!(target = %self.key, after_failures = r.consecutive_failures, "host is back online");
                 }
@@ -103,6 +107,7 @@ impl PolledTarget {
                     r.last_error_kind = Some(kind);
                 }
                 self.cpu_prev = None;
+                r.facts = Arc::default();
                 r.status = HostStatus::Offline;
                 r.consecutive_failures = r.consecutive_failures.saturating_add(1);
                 r.metrics.status = HostStatus::Offline;
@@ -127,6 +132,8 @@ pub struct Poller {
     publish: Publish,
     /// Stamped every round; the systemd watchdog pings only while it is fresh.
     pub heartbeat: Arc<crate::systemd::Heartbeat>,
+    /// The facts the loaded rules want, read at the start of every round.
+    pub wanted: Option<crate::facts::Wanted>,
     round: u64,
 }
 
@@ -138,7 +145,7 @@ impl Poller {
         host_timeout: Duration,
         publish: Publish,
     ) -> Self {
-        Poller { targets, spec, interval, host_timeout, publish, heartbeat: Default::default(), round: 0 }
+        Poller { targets, spec, interval, host_timeout, publish, heartbeat: Default::default(), wanted: None, round: 0 }
     }
 
     /// Poll until `shutdown`; then close the SSH sessions politely.
@@ -163,6 +170,9 @@ impl Poller {
 
     /// One round: every target concurrently, each under the deadline.
     pub async fn round(&mut self) -> Snapshot {
+        if let Some(wanted) = &self.wanted {
+            self.spec.facts = wanted.current();
+        }
         let spec = &self.spec;
         let deadline = self.host_timeout;
         let outcomes = futures_util::future::join_all(self.targets.iter_mut().map(|t| async {
@@ -179,7 +189,8 @@ impl Poller {
             t.apply(outcome, spec, now);
         }
         self.round += 1;
-        Snapshot { round: self.round, targets: self.targets.iter().map(|t| t.report.clone()).collect() }
+        let unix_time = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Snapshot { round: self.round, unix_time, targets: self.targets.iter().map(|t| t.report.clone()).collect() }
     }
 }
 
@@ -220,7 +231,7 @@ mod tests {
                     None => std::future::pending::<()>().await,
                 }
                 let sections = crate::collect::script::split_sections(CAPTURE, "fixture")?;
-                Ok(RawSample::from_sections(&sections))
+                Ok(RawSample::from_sections(&sections, &[]))
             })
         }
     }
@@ -230,7 +241,7 @@ mod tests {
     }
 
     fn spec() -> SampleSpec {
-        SampleSpec { top_n: 5, fs_filter: FsFilter::new(&[]), max_output_bytes: 1 << 20 }
+        SampleSpec { top_n: 5, fs_filter: FsFilter::new(&[]), max_output_bytes: 1 << 20, facts: Arc::from([]) }
     }
 
     type Seen = Arc<Mutex<Vec<(Instant, Arc<Snapshot>)>>>;

@@ -75,6 +75,9 @@ fn read_sample(proc_root: &Path, passwd: &Path, spec: &SampleSpec) -> Result<Raw
         .filter_map(|m| statvfs_space(&m.mountpoint))
         .collect();
     raw.procs = top_processes(proc_root, spec.top_n);
+    if !spec.facts.is_empty() {
+        raw.facts = super::facts::local_answers(proc_root, &spec.facts);
+    }
     Ok(raw)
 }
 
@@ -124,7 +127,7 @@ mod tests {
     use crate::collect::FsFilter;
 
     fn spec() -> SampleSpec {
-        SampleSpec { top_n: 3, fs_filter: FsFilter::new(&[]), max_output_bytes: 1 << 20 }
+        SampleSpec { top_n: 3, fs_filter: FsFilter::new(&[]), max_output_bytes: 1 << 20, facts: std::sync::Arc::from([]) }
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod agent_json;
 pub mod backoff;
+pub mod facts;
 pub mod known_hosts;
 pub mod local;
 pub mod parse;
@@ -28,6 +29,8 @@ pub struct SampleSpec {
     pub fs_filter: FsFilter,
     /// Most bytes a target may send per poll; more is an error for that target.
     pub max_output_bytes: usize,
+    /// Facts the loaded rules declared (usually none); refreshed every round.
+    pub facts: std::sync::Arc<[crate::facts::Fact]>,
 }
 
 /// Why a target produced no sample this round. Messages never contain secrets.

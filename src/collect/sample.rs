@@ -107,6 +107,8 @@ pub struct RawSample {
     pub procs: Vec<RawProc>,
     /// `/etc/passwd`, or the script's `name:uid` lines for the UIDs that matter.
     pub passwd: Vec<u8>,
+    /// Answers to the declared facts (see `collect::facts`).
+    pub facts: crate::facts::Answers,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -118,7 +120,7 @@ pub struct RawProc {
 
 impl RawSample {
     /// Assemble a sample from the remote script's sections.
-    pub fn from_sections(sections: &[Section<'_>]) -> Self {
+    pub fn from_sections(sections: &[Section<'_>], facts: &[crate::facts::Fact]) -> Self {
         let mut raw = RawSample::default();
         let mut procs: HashMap<u32, RawProc> = HashMap::new();
         let mut order = Vec::new();
@@ -153,6 +155,12 @@ impl RawSample {
             }
         }
         raw.procs = order.into_iter().filter_map(|pid| procs.remove(&pid)).collect();
+        if !facts.is_empty() {
+            let body = |name: &[u8]| sections.iter().find(|s| s.name == name).map(|s| s.body);
+            super::facts::count_processes(facts, body(b"comms"), &mut raw.facts);
+            super::facts::file_ages(facts, body(b"fileage"), &mut raw.facts);
+            super::facts::unit_states(facts, body(b"units"), &mut raw.facts);
+        }
         raw
     }
 }
@@ -388,7 +396,7 @@ mod tests {
     /// Parse output captured from a real host running the poll script.
     fn fixture(bytes: &[u8]) -> (ServerMetrics, CpuTimes) {
         let sections = crate::collect::script::split_sections(bytes, "fixture").unwrap();
-        let raw = RawSample::from_sections(&sections);
+        let raw = RawSample::from_sections(&sections, &[]);
         build_metrics(&raw, None, 5, &FsFilter::new(&[]), std::time::UNIX_EPOCH).unwrap()
     }
 
@@ -465,7 +473,7 @@ mod tests {
         }
         // Sections present but empty: a clear error naming the missing file.
         let empty = b"@@fixture hostname\nh\n@@fixture uptime\n1 1\n@@fixture end\n";
-        let raw = RawSample::from_sections(&crate::collect::script::split_sections(empty, "fixture").unwrap());
+        let raw = RawSample::from_sections(&crate::collect::script::split_sections(empty, "fixture").unwrap(), &[]);
         let err = build_metrics(&raw, None, 5, &FsFilter::new(&[]), SystemTime::now()).unwrap_err();
         assert_eq!(err.to_string(), "MemTotal in /proc/meminfo is missing from the host's output");
     }

@@ -20,7 +20,7 @@ pub const CMDLINE_MAX: usize = 4096;
 
 /// Build the script for one poll. `excluded_fstypes` must hold only `[a-z0-9._-]`
 /// names (config validation guarantees it), as they are pasted into a `case` pattern.
-pub fn poll_script(nonce: &str, top_n: usize, excluded_fstypes: &[String]) -> String {
+pub fn poll_script(nonce: &str, top_n: usize, excluded_fstypes: &[String], facts: &[crate::facts::Fact]) -> String {
     let skip = if excluded_fstypes.is_empty() {
         // `case` needs at least one pattern; this matches nothing real.
         "monserv-none".to_string()
@@ -65,9 +65,10 @@ echo "$M cmdlines"
 echo
 echo "$M passwd"
 [ -n "$uids" ] && while IFS=: read -r n x u r; do case " $uids " in *" $u "*) printf '%s:%s\n' "$n" "$u";; esac; done < /etc/passwd
-echo "$M end"
+{facts}echo "$M end"
 "#,
         cmd_max = CMDLINE_MAX,
+        facts = super::facts::script_sections(facts),
     );
     s
 }
@@ -125,7 +126,7 @@ mod tests {
 
     #[test]
     fn script_embeds_nonce_and_filters() {
-        let s = poll_script("abc123", 7, &["proc".into(), "tmpfs".into()]);
+        let s = poll_script("abc123", 7, &["proc".into(), "tmpfs".into()], &[]);
         assert!(s.contains("M='@@abc123'"));
         assert!(s.contains("case $t in proc|tmpfs) continue;; esac"));
         assert!(s.contains("[ $n -lt 7 ]"));

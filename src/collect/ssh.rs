@@ -200,7 +200,7 @@ impl SshCollector {
     async fn run_script(&mut self, spec: &SampleSpec) -> Result<RawSample, CollectError> {
         let session = self.session.as_ref().ok_or_else(|| CollectError::Ssh("no session".into()))?;
         let nonce = format!("{:016x}", rand::rng().random::<u64>());
-        let text = script::poll_script(&nonce, spec.top_n, spec.fs_filter.excluded());
+        let text = script::poll_script(&nonce, spec.top_n, spec.fs_filter.excluded(), &spec.facts);
         let ssh_err = |e: russh::Error| CollectError::Ssh(e.to_string());
         let mut channel = session.channel_open_session().await.map_err(ssh_err)?;
         channel.exec(true, text).await.map_err(ssh_err)?;
@@ -233,7 +233,7 @@ impl SshCollector {
                 })
             }
         };
-        Ok(RawSample::from_sections(&sections))
+        Ok(RawSample::from_sections(&sections, &spec.facts))
     }
 }
 

@@ -327,6 +327,7 @@ mod tests {
             last_error_kind: None,
             poll_duration: Some(Duration::from_millis(250)),
             last_success: Some(UNIX_EPOCH + Duration::from_secs(1_764_676_800)),
+            facts: Default::default(),
         }
     }
 
@@ -338,6 +339,7 @@ mod tests {
     fn targets_in_base_units_with_escaped_labels() {
         let snapshot = Snapshot {
             round: 42,
+            unix_time: 0,
             targets: vec![
                 target("local", "gw-01", HostStatus::Online),
                 target("ssh://scada:***@10.0.0.5:22", "plc\n\"7\"\\\u{7}", HostStatus::Offline),

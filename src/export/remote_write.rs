@@ -517,8 +517,9 @@ mod tests {
             last_error_kind: None,
             poll_duration: None,
             last_success: None,
+            facts: Default::default(),
         };
-        Snapshot { round, targets: vec![t] }
+        Snapshot { round, unix_time: 0, targets: vec![t] }
     }
 
     #[test]

@@ -499,11 +499,12 @@ mod tests {
             last_error_kind: None,
             poll_duration: None,
             last_success: None,
+            facts: Default::default(),
         }
     }
 
     fn snap(targets: Vec<TargetReport>) -> Snapshot {
-        Snapshot { round: 1, targets }
+        Snapshot { round: 1, unix_time: 0, targets }
     }
 
     fn kinds(messages: &[Message]) -> Vec<String> {

@@ -26,8 +26,9 @@ fn snapshot(round: u64) -> Snapshot {
         last_error_kind: None,
         poll_duration: None,
         last_success: None,
+        facts: Default::default(),
     };
-    Snapshot { round, targets: vec![target] }
+    Snapshot { round, unix_time: 0, targets: vec![target] }
 }
 
 fn dist(name: &str) -> Vec<u8> {
