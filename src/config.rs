@@ -132,6 +132,7 @@ struct FileConfig {
     poll_interval_seconds: Option<f64>,
     host_timeout_seconds: Option<f64>,
     top_processes: Option<usize>,
+    history_minutes: Option<u64>,
     max_output_bytes: Option<usize>,
     max_clients: Option<usize>,
     max_clients_per_ip: Option<usize>,
@@ -177,6 +178,9 @@ pub struct Config {
     /// Per-host deadline for one poll.
     pub host_timeout: Duration,
     pub top_processes: usize,
+    /// How far back the in-memory history reaches (rules' queries, the console,
+    /// backtests): at most `history::MAX_POINTS` samples per target and series.
+    pub history_window: Duration,
     pub max_output_bytes: usize,
     pub max_clients: usize,
     pub auth_token: Option<Secret>,
@@ -341,6 +345,10 @@ impl Config {
         if !(1..=100).contains(&top_processes) {
             return Err(invalid(format!("top_processes = {top_processes}: must be between 1 and 100")));
         }
+        let history_minutes = f.history_minutes.unwrap_or(60);
+        if !(1..=1440).contains(&history_minutes) {
+            return Err(invalid(format!("history_minutes = {history_minutes}: must be between 1 and 1440")));
+        }
         let max_output_bytes = f.max_output_bytes.unwrap_or(1 << 20);
         if !(16 * 1024..=64 << 20).contains(&max_output_bytes) {
             return Err(invalid(format!("max_output_bytes = {max_output_bytes}: must be between 16384 and 67108864")));
@@ -420,6 +428,7 @@ impl Config {
             poll_interval,
             host_timeout,
             top_processes,
+            history_window: Duration::from_secs(history_minutes * 60),
             max_output_bytes,
             max_clients,
             auth_token,

@@ -215,7 +215,12 @@ impl Daemon {
             )
             .ok()
             .map(Arc::new);
-        let engine = Arc::new(rules::RuleEngine::with_store(sandbox, store.clone()));
+        // The recent past of every target: rules query it, the API serves it.
+        let history = Arc::new(history::History::new(history::Sizing {
+            window: config.history_window,
+            interval: config.poll_interval,
+        }));
+        let engine = Arc::new(rules::RuleEngine::with_store(sandbox, store.clone()).with_history(history.clone()));
         let notifier = match (&store, sinks.is_empty()) {
             (Some(store), false) => {
                 Some(notify::Notifier::start(sinks, store.clone(), engine.commits(), &tracker, shutdown.clone()))
@@ -266,6 +271,7 @@ impl Daemon {
         let publish_edge = edge.clone();
         let publish: poll::Publish = Box::new(move |snapshot| {
             publish_hub.publish_metrics(snapshot.clone());
+            history.record(&snapshot);
             if let Some(e) = &publish_export {
                 e.publish(&snapshot);
             }
@@ -284,7 +290,8 @@ impl Daemon {
             }
         };
         tracker.spawn(rules::runner::run(engine.clone(), rounds_rx, publish_alerts, shutdown.clone()));
-        let poller = poll::Poller::new(targets, spec, config.poll_interval, config.host_timeout, publish);
+        let mut poller = poll::Poller::new(targets, spec, config.poll_interval, config.host_timeout, publish);
+        poller.wanted = Some(engine.wanted());
         let heartbeat = poller.heartbeat.clone();
         tracker.spawn(poller.run(shutdown.clone()));
         if let Some(tls) = &tls {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::alert::AlertState;
 use super::convert;
+use super::memory::{RoundData, RuleState};
 use super::output::{self, OutputStats};
 use super::sandbox::{wit, Compiled, EvalError, LoadError, RuleCtx, RuleInfo, Sandbox};
 use crate::model::{AlertKind, AlertMessage, Snapshot};
@@ -31,6 +32,19 @@ const QUARANTINE_BASE: Duration = Duration::from_secs(30);
 const QUARANTINE_MAX: Duration = Duration::from_secs(600);
 /// At most one log line per rule per this period about trimmed output or its cap.
 const LIMIT_NOTE_EVERY: Duration = Duration::from_secs(60);
+/// A rule's state is written at once when it changes, then at most once per this
+/// period while it keeps changing (a rule that rewrites it every round must not
+/// write the flash every round).
+const STATE_SAVE_EVERY: Duration = Duration::from_secs(60);
+
+/// A rule's own state as the engine keeps it.
+#[derive(Debug, Default)]
+struct StateSlot {
+    state: RuleState,
+    /// Changed since it was last saved.
+    dirty: bool,
+    saved_at: Option<Instant>,
+}
 
 /// Where a rule came from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -198,6 +212,14 @@ pub struct RuleEngine {
     committed: tokio::sync::watch::Sender<u64>,
     /// Recoveries of removed rules' alerts, sent with the next round's messages.
     owed: Mutex<Vec<AlertMessage>>,
+    /// The recent past, for rules' history queries (recorded by the poll side).
+    history: Option<Arc<crate::history::History>>,
+    /// The last round's facts and time, for trial evaluations.
+    latest_round: Mutex<Arc<RoundData>>,
+    /// What the loaded rules need the collectors to fetch.
+    wanted: crate::facts::Wanted,
+    /// Each rule's own state, by rule name.
+    states: Mutex<HashMap<String, StateSlot>>,
 }
 
 /// The recovery that closes an alert of a rule that was removed: its condition is no
@@ -239,7 +261,7 @@ pub fn digest(bytes: &[u8], settings: &RuleSettings) -> u64 {
 enum Outcome {
     Quarantined,
     OverBudget,
-    Ran { result: Result<(Vec<wit::Event>, OutputStats), EvalError>, took: Duration },
+    Ran { result: Result<(Vec<wit::Event>, OutputStats), EvalError>, took: Duration, state: Option<RuleState> },
 }
 
 impl RuleEngine {
@@ -256,7 +278,21 @@ impl RuleEngine {
 
     pub fn with_store(sandbox: Sandbox, store: Option<Arc<AlertStore>>) -> Self {
         let mut alerts = AlertState::default();
+        let mut states = HashMap::new();
         if let Some(store) = &store {
+            match store.rule_states() {
+                Ok(saved) => {
+                    for (rule, bytes) in saved {
+                        match RuleState::from_bytes(&bytes) {
+                            Ok(state) => {
+                                states.insert(rule, StateSlot { state, dirty: false, saved_at: None });
+                            }
+                            Err(e) => tracing::warn!(rule, error = %e, "unreadable rule state; the rule starts without"),
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read the rules' states; they start empty"),
+            }
             match store.active() {
                 Ok(active) => {
                     if !active.is_empty() {
@@ -283,7 +319,52 @@ impl RuleEngine {
             }),
             store,
             committed: tokio::sync::watch::Sender::new(0),
+            history: None,
+            latest_round: Mutex::default(),
+            wanted: crate::facts::Wanted::default(),
+            states: Mutex::new(states),
         }
+    }
+
+    /// Give rules the history's queries (the caller records every round into it).
+    pub fn with_history(mut self, history: Arc<crate::history::History>) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    pub fn history_handle(&self) -> Option<Arc<crate::history::History>> {
+        self.history.clone()
+    }
+
+    /// The facts the loaded rules need; the poll loop reads it every round.
+    pub fn wanted(&self) -> crate::facts::Wanted {
+        self.wanted.clone()
+    }
+
+    /// A copy of a rule's state (the REST API and tests).
+    pub fn rule_state(&self, rule: &str) -> Option<RuleState> {
+        lock(&self.states).get(rule).map(|s| s.state.clone())
+    }
+
+    /// Changed states that are due to be written (all of them with `force`).
+    fn due_states(&self, force: bool) -> Vec<(String, Option<Vec<u8>>)> {
+        let now = Instant::now();
+        let mut states = lock(&self.states);
+        states
+            .iter_mut()
+            .filter(|(_, s)| s.dirty && (force || s.saved_at.is_none_or(|at| now.duration_since(at) >= STATE_SAVE_EVERY)))
+            .map(|(rule, s)| {
+                s.dirty = false;
+                s.saved_at = Some(now);
+                (rule.clone(), (!s.state.is_empty()).then(|| s.state.to_bytes()))
+            })
+            .collect()
+    }
+
+    /// Write every changed state now (at shutdown).
+    pub async fn flush_states(&self) {
+        let rule_states = self.due_states(true);
+        self.persist(Changes { rule_states, ..Changes::default() }).await;
     }
 
     /// Changes after every commit of transitions (and so of queued deliveries).
@@ -332,7 +413,15 @@ impl RuleEngine {
         loaded.extend(lock(&self.rejected).keys().cloned());
         let (gone, closed) = {
             let mut alerts = lock(&self.alerts);
-            let gone: Vec<String> = alerts.rule_names().into_iter().filter(|r| !loaded.contains(r)).collect();
+            let mut gone: Vec<String> = alerts.rule_names().into_iter().filter(|r| !loaded.contains(r)).collect();
+            let mut states = lock(&self.states);
+            for rule in states.keys().filter(|r| !loaded.contains(r)) {
+                if !gone.contains(rule) {
+                    gone.push(rule.clone());
+                }
+            }
+            states.retain(|r, _| loaded.contains(r));
+            drop(states);
             let closed: Vec<_> = gone
                 .iter()
                 .flat_map(|r| alerts.forget(r).into_iter().map(|(key, subject)| removal_recovery(r, key, &subject)))
@@ -368,35 +457,45 @@ impl RuleEngine {
         let previous = self.rules.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
         // The same rule keeps its log budget across versions.
         let log = previous.as_ref().map(|p| p.ctx.log.clone()).unwrap_or_default();
-        let ctx = RuleCtx { name: name.into(), config: Arc::new(settings.values.clone()), log };
+        let mut ctx = RuleCtx { name: name.into(), config: Arc::new(settings.values.clone()), log, needs: Arc::from([]) };
         let sandbox = self.sandbox.clone();
         let trial_snapshot = lock(&self.latest).clone();
         let active = lock(&self.alerts).active_keys(name);
         let trial_ctx = ctx.clone();
+        let trial_round = lock(&self.latest_round).clone();
+        let trial_state = lock(&self.states).get(name).map(|s| s.state.clone()).unwrap_or_default();
         // The same component already loaded (the expression component under several
         // names, a settings-only change): its compiled code is shared, not rebuilt.
         let same_code = self.slots().into_iter().find(|s| s.code == code).map(|s| s.compiled.clone());
         let hold_for = settings.hold_for;
         let file = settings.file.clone();
         let source_kind = source.clone();
-        let compiled = tokio::task::spawn_blocking(move || -> Result<Compiled, InstallError> {
-            let compiled = match same_code {
+        let (compiled, needs) = tokio::task::spawn_blocking(move || -> Result<(Compiled, Arc<[crate::facts::Fact]>), InstallError> {
+            let mut compiled = match same_code {
                 Some(c) => c,
                 None => sandbox.compile(&bytes)?,
             };
             check_settings(&trial_ctx.name, &compiled.info, &settings)?;
+            // What it needs may depend on its settings: ask again with them.
+            compiled.info = sandbox.describe_with(&compiled, &trial_ctx)?;
+            let needs: Arc<[crate::facts::Fact]> = compiled.info.needs.clone().into();
+            let trial_ctx = RuleCtx { needs: needs.clone(), ..trial_ctx };
             // Before the first round, an expression rule still gets its condition
             // checked (on an empty snapshot); other rules wait for real data.
             let empty = || Arc::new(wit::Snapshot { round: 0, unix_time: 0, targets: vec![] });
             let snap = trial_snapshot.or_else(|| (source_kind == Source::Expression).then(empty));
             if let Some(snap) = snap {
-                sandbox.evaluate(&compiled, &trial_ctx, &snap, &active).map_err(|e| trial_error(e, file.as_ref()))?;
+                // On a copy of its state: a trial changes nothing.
+                let (result, _) = sandbox.evaluate_with(&compiled, &trial_ctx, &snap, &active, trial_round, trial_state);
+                result.map_err(|e| trial_error(e, file.as_ref()))?;
             }
-            Ok(compiled)
+            Ok((compiled, needs))
         })
         .await
         .map_err(|e| InstallError::Task(e.to_string()))??;
         let info = compiled.info.clone();
+        ctx.needs = needs;
+        self.wanted.set(name, &ctx.needs);
         let mut rules = self.rules.write().unwrap_or_else(|e| e.into_inner());
         let warning = (source != Source::Expression).then(|| duplicate_warning(rules.values(), name, &info.name));
         if let Some(warning) = warning.flatten() {
@@ -451,6 +550,8 @@ impl RuleEngine {
     pub async fn remove(&self, name: &str) -> bool {
         let removed = self.rules.write().unwrap_or_else(|e| e.into_inner()).remove(name).is_some();
         if removed {
+            self.wanted.set(name, &[]);
+            lock(&self.states).remove(name);
             let closed: Vec<_> = lock(&self.alerts)
                 .forget(name)
                 .into_iter()
@@ -495,6 +596,8 @@ impl RuleEngine {
         // trial evaluation on this snapshot.
         let snap = Arc::new(convert::snapshot(snapshot));
         *lock(&self.latest) = Some(snap.clone());
+        let round = Arc::new(RoundData::of(snapshot, self.history.clone()));
+        *lock(&self.latest_round) = round.clone();
         let slots = self.slots();
         let mut messages = std::mem::take(&mut *lock(&self.owed));
         if slots.is_empty() {
@@ -504,27 +607,34 @@ impl RuleEngine {
             let alerts = lock(&self.alerts);
             slots.iter().map(|s| alerts.active_keys(&s.ctx.name)).collect()
         };
+        let before: Vec<RuleState> = {
+            let states = lock(&self.states);
+            slots.iter().map(|s| states.get(&*s.ctx.name).map(|s| s.state.clone()).unwrap_or_default()).collect()
+        };
         let sandbox = self.sandbox.clone();
         let first = (snapshot.round as usize) % slots.len();
         let started = Instant::now();
         let run = tokio::task::spawn_blocking(move || {
             let limits = sandbox.limits;
             let targets: HashSet<&str> = snap.targets.iter().map(|t| t.key.as_str()).collect();
-            let mut order: Vec<(Arc<Slot>, Vec<String>)> = slots.into_iter().zip(actives).collect();
+            let mut order: Vec<(Arc<Slot>, (Vec<String>, RuleState))> =
+                slots.into_iter().zip(actives.into_iter().zip(before)).collect();
             order.rotate_left(first);
             order
                 .into_iter()
-                .map(|(slot, active)| {
+                .map(|(slot, (active, state))| {
                     let now = Instant::now();
                     let outcome = if lock(&slot.stats).quarantined_until.is_some_and(|until| now < until) {
                         Outcome::Quarantined
                     } else if now.duration_since(started) >= limits.round_budget {
                         Outcome::OverBudget
                     } else {
-                        let result = sandbox
-                            .evaluate(&slot.compiled, &slot.ctx, &snap, &active)
-                            .map(|events| output::sanitize(events, &targets, &limits));
-                        Outcome::Ran { result, took: now.elapsed() }
+                        let (result, after) =
+                            sandbox.evaluate_with(&slot.compiled, &slot.ctx, &snap, &active, round.clone(), state.clone());
+                        let result = result.map(|events| output::sanitize(events, &targets, &limits));
+                        // Kept only if the evaluation succeeded and changed it.
+                        let changed = (result.is_ok() && after != state).then_some(after);
+                        Outcome::Ran { result, took: now.elapsed(), state: changed }
                     };
                     (slot, outcome)
                 })
@@ -557,7 +667,15 @@ impl RuleEngine {
                     lock(&current.stats).skipped_over_budget += 1;
                     continue;
                 }
-                Outcome::Ran { result, took } => (result, took),
+                Outcome::Ran { result, took, state } => {
+                    if let Some(state) = state {
+                        let mut states = lock(&self.states);
+                        let slot = states.entry(slot.ctx.name.to_string()).or_default();
+                        slot.state = state;
+                        slot.dirty = true;
+                    }
+                    (result, took)
+                }
             };
             let mut stats = lock(&current.stats);
             stats.evaluations += 1;
@@ -589,6 +707,7 @@ impl RuleEngine {
                 Err(e) => self.failed(&slot.ctx.name, &mut stats, e),
             }
         }
+        changes.rule_states = self.due_states(false);
         self.persist(changes).await;
         messages
     }

@@ -18,6 +18,7 @@ pub mod convert;
 pub mod engine;
 pub mod expression;
 pub mod loader;
+pub mod memory;
 pub mod output;
 pub mod rule_log;
 pub mod runner;

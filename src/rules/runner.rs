@@ -32,8 +32,8 @@ pub async fn run(
     let mut last_round: Option<u64> = None;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = rounds.changed() => if changed.is_err() { return },
+            _ = shutdown.cancelled() => break,
+            changed = rounds.changed() => if changed.is_err() { break },
         }
         let Some(snapshot) = rounds.borrow_and_update().clone() else { continue };
         if let Some(last) = last_round {
@@ -44,11 +44,13 @@ pub async fn run(
         }
         last_round = Some(snapshot.round);
         let messages = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             m = engine.evaluate_round(&snapshot) => m,
         };
         if !messages.is_empty() {
             publish(messages);
         }
     }
+    // Rules' states that changed since they were last written.
+    engine.flush_states().await;
 }

@@ -23,10 +23,17 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 /// Generated from the WIT files: the host side of the contract, in the current
 /// version and in every older one the host still runs.
 mod bindings {
-    /// `rules-wasm/wit/rules.wit`, monserv:rules@0.2.0 (typed settings).
+    /// `rules-wasm/wit/rules.wit`, monserv:rules@0.3.0 (history, state, facts).
     pub mod current {
         wasmtime::component::bindgen!({
             path: "rules-wasm/wit",
+            world: "rule",
+        });
+    }
+    /// `rules-wasm/wit-0.2.0/rules.wit`: typed settings, no history, state or facts.
+    pub mod v0_2 {
+        wasmtime::component::bindgen!({
+            path: "rules-wasm/wit-0.2.0",
             world: "rule",
         });
     }
@@ -45,10 +52,14 @@ use bindings::current::monserv::rules::host::{self as host_api, Level};
 pub use bindings::current::monserv::rules::types as wit;
 use bindings::v0_1::monserv::rules::host as host_v0_1;
 use bindings::v0_1::monserv::rules::types as wit_v0_1;
+use bindings::v0_2::monserv::rules::host as host_v0_2;
+use bindings::v0_2::monserv::rules::types as wit_v0_2;
 
 /// The contract versions this host runs, newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Contract {
+    #[serde(rename = "0.3.0")]
+    V0_3,
     #[serde(rename = "0.2.0")]
     V0_2,
     #[serde(rename = "0.1.0")]
@@ -58,6 +69,7 @@ pub enum Contract {
 impl Contract {
     pub fn as_str(self) -> &'static str {
         match self {
+            Contract::V0_3 => "0.3.0",
             Contract::V0_2 => "0.2.0",
             Contract::V0_1 => "0.1.0",
         }
@@ -65,14 +77,22 @@ impl Contract {
 }
 
 /// The interfaces a rule may import, in every version the host runs.
-const ALLOWED_IMPORTS: [&str; 4] =
-    ["monserv:rules/host@0.2.0", "monserv:rules/types@0.2.0", "monserv:rules/host@0.1.0", "monserv:rules/types@0.1.0"];
+const ALLOWED_IMPORTS: [&str; 6] = [
+    "monserv:rules/host@0.3.0",
+    "monserv:rules/types@0.3.0",
+    "monserv:rules/host@0.2.0",
+    "monserv:rules/types@0.2.0",
+    "monserv:rules/host@0.1.0",
+    "monserv:rules/types@0.1.0",
+];
 /// The one interface with functions a rule may import (named in refusals).
-pub const HOST_INTERFACE: &str = "monserv:rules/host@0.2.0 (or @0.1.0)";
+pub const HOST_INTERFACE: &str = "monserv:rules/host@0.3.0 (or @0.2.0, @0.1.0)";
 /// Log calls per evaluation (the rule's bucket in `rule_log` limits them over time).
 const MAX_LOG_LINES: u32 = 20;
 
 use super::compiler::{self, ChildError};
+use super::memory::{RoundData, RuleState};
+use crate::facts::{Fact, FactValue};
 use super::rule_log::{self, RuleLog};
 pub use super::settings::SettingKind;
 use crate::config::CompileIn;
@@ -89,6 +109,8 @@ pub enum LoadError {
     Contract(String),
     #[error("describe() failed: {0}")]
     Describe(String),
+    #[error("needs {0}")]
+    Needs(String),
     #[error("refused before compiling: {0}")]
     TooCostly(super::validate::Refused),
 }
@@ -121,11 +143,13 @@ pub struct RuleCtx {
     pub name: Arc<str>,
     pub config: Arc<HashMap<String, String>>,
     pub log: Arc<RuleLog>,
+    /// The facts it declared with these settings (`describe_with`).
+    pub needs: Arc<[Fact]>,
 }
 
 impl RuleCtx {
     pub fn new(name: &str, config: Arc<HashMap<String, String>>) -> Self {
-        RuleCtx { name: name.into(), config, log: Arc::default() }
+        RuleCtx { name: name.into(), config, log: Arc::default(), needs: Arc::from([]) }
     }
 }
 
@@ -134,6 +158,10 @@ pub struct HostState {
     ctx: RuleCtx,
     limits: StoreLimits,
     log_lines: u32,
+    /// The facts the rule declared (`get-fact` answers only these).
+    needs: Arc<[Fact]>,
+    round: Arc<RoundData>,
+    state: RuleState,
 }
 
 impl HostState {
@@ -145,6 +173,41 @@ impl HostState {
     }
 }
 
+fn kind_v0_2(k: wit_v0_2::SettingKind) -> SettingKind {
+    use wit_v0_2::SettingKind as K;
+    match k {
+        K::Text => SettingKind::Text,
+        K::Boolean => SettingKind::Boolean,
+        K::Number(b) => SettingKind::Number { min: b.min, max: b.max },
+        K::Integer(b) => SettingKind::Integer { min: b.min, max: b.max },
+        K::Choice(values) => SettingKind::Choice { values },
+        K::TextList => SettingKind::TextList,
+    }
+}
+
+fn series_name(series: wit::Series) -> String {
+    match series {
+        wit::Series::CpuPercent => "cpu.used_percent".into(),
+        wit::Series::MemoryPercent => "memory.used_percent".into(),
+        wit::Series::MemoryUsed => "memory.used".into(),
+        wit::Series::Uptime => "uptime_seconds".into(),
+        wit::Series::DiskUsed(m) => format!("disk.used:{m}"),
+        wit::Series::DiskFree(m) => format!("disk.free:{m}"),
+        wit::Series::DiskPercent(m) => format!("disk.used_percent:{m}"),
+        wit::Series::Fact(f) => Fact::from(f).series_name(),
+    }
+}
+
+impl From<wit::Fact> for Fact {
+    fn from(f: wit::Fact) -> Fact {
+        match f {
+            wit::Fact::ProcessCount(a) => Fact::ProcessCount(a),
+            wit::Fact::FileAge(a) => Fact::FileAge(a),
+            wit::Fact::UnitState(a) => Fact::UnitState(a),
+        }
+    }
+}
+
 impl host_api::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
         let level = match level {
@@ -152,6 +215,76 @@ impl host_api::Host for HostState {
             Level::Info => rule_log::Level::Info,
             Level::Warn => rule_log::Level::Warn,
             Level::Error => rule_log::Level::Error,
+        };
+        self.write_log(level, message);
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        self.ctx.config.get(&key).cloned()
+    }
+
+    fn config_list(&mut self, key: String) -> Option<Vec<String>> {
+        self.ctx.config.get(&key).map(|v| super::settings::list_items(v))
+    }
+
+    fn get_fact(&mut self, target: String, fact: wit::Fact) -> Option<wit::FactValue> {
+        let fact = Fact::from(fact);
+        if !self.needs.contains(&fact) {
+            return None;
+        }
+        Some(match self.round.facts.get(&target)?.get(&fact)? {
+            FactValue::Count(n) => wit::FactValue::Count(*n),
+            FactValue::Seconds(s) => wit::FactValue::Seconds(*s),
+            FactValue::Missing => wit::FactValue::Missing,
+            FactValue::Text(t) => wit::FactValue::Text(t.clone()),
+        })
+    }
+
+    fn history(&mut self, target: String, series: wit::Series, seconds: u32, aggregate: wit::Aggregate) -> Option<f64> {
+        use crate::history::Aggregate as A;
+        let agg = match aggregate {
+            wit::Aggregate::Min => A::Min,
+            wit::Aggregate::Max => A::Max,
+            wit::Aggregate::Avg => A::Avg,
+            wit::Aggregate::First => A::First,
+            wit::Aggregate::Last => A::Last,
+            wit::Aggregate::Count => A::Count,
+            wit::Aggregate::Slope => A::Slope,
+            wit::Aggregate::Delta => A::Delta,
+        };
+        let h = self.round.history.as_ref()?;
+        h.aggregate(&target, &series_name(series), seconds, agg, self.round.now)
+    }
+
+    fn history_points(&mut self, target: String, series: wit::Series, seconds: u32, max_points: u32) -> Vec<wit::Point> {
+        let Some(h) = self.round.history.as_ref() else { return Vec::new() };
+        h.points(&target, &series_name(series), seconds, max_points as usize, self.round.now)
+            .into_iter()
+            .map(|(unix_time, value)| wit::Point { unix_time, value })
+            .collect()
+    }
+
+    fn state_get(&mut self, key: String) -> Option<String> {
+        self.state.get(&key).cloned()
+    }
+
+    fn state_set(&mut self, key: String, value: String) -> Result<(), String> {
+        self.state.set(key, value)
+    }
+
+    fn state_delete(&mut self, key: String) {
+        self.state.delete(&key);
+    }
+}
+
+impl host_v0_2::Host for HostState {
+    fn log(&mut self, level: host_v0_2::Level, message: String) {
+        use host_v0_2::Level as L;
+        let level = match level {
+            L::Debug => rule_log::Level::Debug,
+            L::Info => rule_log::Level::Info,
+            L::Warn => rule_log::Level::Warn,
+            L::Error => rule_log::Level::Error,
         };
         self.write_log(level, message);
     }
@@ -201,6 +334,7 @@ pub struct Sandbox {
 #[derive(Clone)]
 pub struct Compiled {
     pre: InstancePre<HostState>,
+    describe: ComponentExportIndex,
     evaluate: ComponentExportIndex,
     pub info: RuleInfo,
 }
@@ -213,6 +347,8 @@ pub struct RuleInfo {
     /// The contract version the component was built against.
     pub contract: Contract,
     pub config: Vec<ConfigKey>,
+    /// Facts it reads beyond the snapshot (0.3.0).
+    pub needs: Vec<Fact>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -250,6 +386,7 @@ impl Sandbox {
         let engine = Engine::new(&engine_config()).map_err(|e| format!("cannot start the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         host_api::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .and_then(|()| host_v0_2::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s))
             .and_then(|()| host_v0_1::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s))
             .map_err(|e| format!("cannot link the host interface: {e}"))?;
         let active = Arc::new(AtomicUsize::new(0));
@@ -297,8 +434,8 @@ impl Sandbox {
                 .ok_or_else(|| LoadError::Contract(format!("no `{name}` function is exported")))
         };
         let (describe, evaluate) = (export("describe")?, export("evaluate")?);
-        let info = self.describe(&pre, &describe)?;
-        let compiled = Compiled { pre, evaluate, info };
+        let info = self.describe(&pre, &describe, RuleCtx::new("(loading)", Arc::default()))?;
+        let compiled = Compiled { pre, describe, evaluate, info };
         // Check `evaluate`'s signature now rather than at the first round.
         let _running = self.running();
         let mut store = self.store(RuleCtx::new("(loading)", Arc::default()));
@@ -330,6 +467,11 @@ impl Sandbox {
     }
 
     fn store(&self, ctx: RuleCtx) -> Store<HostState> {
+        let needs = ctx.needs.clone();
+        self.store_with(ctx, needs, Arc::default(), RuleState::default())
+    }
+
+    fn store_with(&self, ctx: RuleCtx, needs: Arc<[Fact]>, round: Arc<RoundData>, state: RuleState) -> Store<HostState> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .memories(4)
@@ -337,7 +479,7 @@ impl Sandbox {
             .table_elements(100_000)
             .instances(16)
             .build();
-        let mut store = Store::new(&self.engine, HostState { ctx, limits, log_lines: 0 });
+        let mut store = Store::new(&self.engine, HostState { ctx, limits, log_lines: 0, needs, round, state });
         store.limiter(|s| &mut s.limits);
         let ticks = self.limits.timeout.as_millis().max(1) as u64;
         store.set_epoch_deadline(ticks);
@@ -347,9 +489,23 @@ impl Sandbox {
 
     /// Ask the rule to describe itself, in whichever contract version it speaks:
     /// the shape of `rule-info` tells them apart.
-    fn describe(&self, pre: &InstancePre<HostState>, index: &ComponentExportIndex) -> Result<RuleInfo, LoadError> {
+    /// The rule's self-description with its settings in reach: what it `needs` may
+    /// depend on them (the processes to watch, say).
+    pub fn describe_with(&self, c: &Compiled, ctx: &RuleCtx) -> Result<RuleInfo, LoadError> {
+        if c.info.contract != Contract::V0_3 {
+            return Ok(c.info.clone());
+        }
+        self.describe(&c.pre, &c.describe, ctx.clone())
+    }
+
+    fn describe(
+        &self,
+        pre: &InstancePre<HostState>,
+        index: &ComponentExportIndex,
+        ctx: RuleCtx,
+    ) -> Result<RuleInfo, LoadError> {
         let _running = self.running();
-        let mut store = self.store(RuleCtx::new("(loading)", Arc::default()));
+        let mut store = self.store(ctx);
         let failed = |e: wasmtime::Error| LoadError::Describe(self.classify(e).to_string());
         let instance = pre.instantiate(&mut store).map_err(failed)?;
         if let Ok(f) = instance.get_typed_func::<(), (wit::RuleInfo,)>(&mut store, index) {
@@ -364,7 +520,38 @@ impl Sandbox {
                     kind: SettingKind::from(k.kind),
                 })
                 .collect();
-            return Ok(RuleInfo { name: info.name, version: info.version, contract: Contract::V0_2, config });
+            let needs: Vec<Fact> = info.needs.into_iter().map(Fact::from).collect();
+            if needs.len() > crate::facts::MAX_PER_RULE {
+                return Err(LoadError::Needs(format!(
+                    "{} facts; a rule may need at most {}",
+                    needs.len(),
+                    crate::facts::MAX_PER_RULE
+                )));
+            }
+            if let Some(why) = needs.iter().find_map(|f| f.check().err()) {
+                return Err(LoadError::Needs(why));
+            }
+            return Ok(RuleInfo { name: info.name, version: info.version, contract: Contract::V0_3, config, needs });
+        }
+        if let Ok(f) = instance.get_typed_func::<(), (wit_v0_2::RuleInfo,)>(&mut store, index) {
+            let (info,) = f.call(&mut store, ()).map_err(failed)?;
+            let config = info
+                .config
+                .into_iter()
+                .map(|k| ConfigKey {
+                    name: k.name,
+                    default_value: k.default_value,
+                    help: k.help,
+                    kind: kind_v0_2(k.kind),
+                })
+                .collect();
+            return Ok(RuleInfo {
+                name: info.name,
+                version: info.version,
+                contract: Contract::V0_2,
+                config,
+                needs: Vec::new(),
+            });
         }
         let f = instance
             .get_typed_func::<(), (wit_v0_1::RuleInfo,)>(&mut store, index)
@@ -375,10 +562,10 @@ impl Sandbox {
             .into_iter()
             .map(|k| ConfigKey { name: k.name, default_value: k.default_value, help: k.help, kind: SettingKind::Text })
             .collect();
-        Ok(RuleInfo { name: info.name, version: info.version, contract: Contract::V0_1, config })
+        Ok(RuleInfo { name: info.name, version: info.version, contract: Contract::V0_1, config, needs: Vec::new() })
     }
 
-    /// One evaluation in a fresh store. CPU-bound: call from a blocking thread.
+    /// One evaluation in a fresh store, without history, facts or state.
     pub fn evaluate(
         &self,
         c: &Compiled,
@@ -386,8 +573,35 @@ impl Sandbox {
         snapshot: &wit::Snapshot,
         active: &[String],
     ) -> Result<Vec<wit::Event>, EvalError> {
+        self.evaluate_with(c, ctx, snapshot, active, Arc::default(), RuleState::default()).0
+    }
+
+    /// One evaluation in a fresh store, with the round's history and facts and the
+    /// rule's state; returns the state as the rule left it (the caller keeps it only
+    /// if the evaluation succeeded). CPU-bound: call from a blocking thread.
+    pub fn evaluate_with(
+        &self,
+        c: &Compiled,
+        ctx: &RuleCtx,
+        snapshot: &wit::Snapshot,
+        active: &[String],
+        round: Arc<RoundData>,
+        state: RuleState,
+    ) -> (Result<Vec<wit::Event>, EvalError>, RuleState) {
         let _running = self.running();
-        let mut store = self.store(ctx.clone());
+        let mut store = self.store_with(ctx.clone(), ctx.needs.clone(), round, state);
+        let result = self.run(c, &mut store, snapshot, active);
+        (result, store.into_data().state)
+    }
+
+    fn run(
+        &self,
+        c: &Compiled,
+        store: &mut Store<HostState>,
+        snapshot: &wit::Snapshot,
+        active: &[String],
+    ) -> Result<Vec<wit::Event>, EvalError> {
+        let mut store = store;
         let instance = c.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
         let evaluate = instance
             .get_typed_func::<(&wit::Snapshot, &[String]), EvaluateFn>(&mut store, &c.evaluate)
@@ -513,12 +727,102 @@ mod tests {
         assert_eq!(old.info.config[0].kind, SettingKind::Text);
         let ev = sb.evaluate(&old, &ctx(config(&[])), &snap(vec![target("t1", 50.0)]), &[]).unwrap();
         assert_eq!((ev[0].key.as_str(), ev[0].subject.as_str()), ("t1/reboot", "[ALERT] scadanas rebooted"));
-        // The same example built today speaks 0.2.0 and types its setting.
-        let new = sb.compile(&dist("examples/reboot.wasm")).unwrap();
-        assert_eq!(new.info.contract, Contract::V0_2);
-        assert_eq!(new.info.config[0].kind, SettingKind::Integer { min: Some(1.0), max: Some(31_536_000.0) });
-        let ev = sb.evaluate(&new, &ctx(config(&[("min_uptime_seconds", "50")])), &snap(vec![target("t1", 50.0)]), &[]);
+        // As the 0.2.0 release built it: typed settings.
+        let path = format!("{}/tests/fixtures/rules-0.2.0/reboot.wasm", env!("CARGO_MANIFEST_DIR"));
+        let v2 = sb.compile(&std::fs::read(path).unwrap()).unwrap();
+        assert_eq!(v2.info.contract, Contract::V0_2);
+        assert_eq!(v2.info.config[0].kind, SettingKind::Integer { min: Some(1.0), max: Some(31_536_000.0) });
+        let ev = sb.evaluate(&v2, &ctx(config(&[("min_uptime_seconds", "50")])), &snap(vec![target("t1", 50.0)]), &[]);
         assert!(ev.unwrap().is_empty(), "uptime 100 s is above 50 s");
+        // The example built today speaks 0.3.0 and remembers boot times in its state.
+        let v3 = sb.compile(&dist("examples/reboot.wasm")).unwrap();
+        assert_eq!((v3.info.contract, v3.info.config[0].name.as_str()), (Contract::V0_3, "hold_minutes"));
+    }
+
+    fn model_report(key: &str) -> crate::model::TargetReport {
+        use crate::model::{HostStatus, ServerMetrics};
+        crate::model::TargetReport {
+            url: key.into(),
+            status: HostStatus::Online,
+            metrics: ServerMetrics {
+                hostname: "scadanas".into(),
+                uptime_seconds: 100,
+                memory: Default::default(),
+                disks: vec![],
+                top_procs_by_mem: vec![],
+                cpu: Default::default(),
+                generated_at_utc: String::new(),
+                status: HostStatus::Online,
+                error: None,
+            },
+            collected: true,
+            last_update: None,
+            consecutive_failures: 0,
+            last_error_kind: None,
+            poll_duration: None,
+            last_success: None,
+            facts: Default::default(),
+        }
+    }
+
+    /// Rounds of one target whose uptime is `uptime` at `now`.
+    fn at(now: u64, uptime: u64) -> wit::Snapshot {
+        let mut t = target("t1", 50.0);
+        t.metrics.as_mut().unwrap().uptime_seconds = uptime;
+        wit::Snapshot { round: now, unix_time: now, targets: vec![t] }
+    }
+
+    #[test]
+    fn state_carries_a_rule_across_rounds_and_only_on_success() {
+        let sb = Sandbox::new(Limits::default()).unwrap();
+        let c = sb.compile(&dist("examples/reboot.wasm")).unwrap();
+        let cx = ctx(config(&[]));
+        let run = |snap: &wit::Snapshot, state: RuleState, active: &[String]| {
+            let (r, s) = sb.evaluate_with(&c, &cx, snap, active, Arc::default(), state);
+            (r.unwrap().into_iter().map(|e| e.subject).collect::<Vec<_>>(), s)
+        };
+        // First sight: the boot time is remembered, nothing is said.
+        let (ev, s1) = run(&at(100_000, 50_000), RuleState::default(), &[]);
+        assert!(ev.is_empty());
+        assert_eq!(s1.get("boot:t1").map(String::as_str), Some("50000"));
+        // Same boot, seconds of jitter later (a monserv restart looks like this too).
+        let (ev, s2) = run(&at(100_300, 50_301), s1.clone(), &[]);
+        assert!(ev.is_empty());
+        assert_eq!(s2, s1, "no change, so nothing to write");
+        // A reboot: the boot time moved forward.
+        let (ev, s3) = run(&at(100_400, 20), s2, &[]);
+        assert_eq!(ev, ["[ALERT] scadanas rebooted"]);
+        // Held for hold_minutes, then recovered once.
+        let (ev, s4) = run(&at(100_400 + 300, 320), s3, &["t1/reboot".into()]);
+        assert_eq!(ev, ["[ALERT] scadanas rebooted"]);
+        let (ev, _) = run(&at(100_400 + 700, 720), s4, &["t1/reboot".into()]);
+        assert_eq!(ev, ["[RECOVERED] scadanas rebooted"]);
+    }
+
+    #[test]
+    fn hostile_state_and_history_requests_meet_the_caps() {
+        let sb = Sandbox::new(Limits { timeout: Duration::from_secs(2), ..Limits::default() }).unwrap();
+        let c = sb.compile(&dist("test/hoarder.wasm")).unwrap();
+        let history = Arc::new(crate::history::History::new(crate::history::Sizing {
+            window: Duration::from_secs(3600),
+            interval: Duration::from_secs(4),
+        }));
+        // 1200 rounds 4 s apart: more than the 901 samples an hour's history keeps.
+        for i in 0..1200u64 {
+            let mut report = model_report("t1");
+            report.metrics.cpu.used_percent = (i % 100) as f64;
+            history.record(&crate::model::Snapshot { round: i, unix_time: 4 * i, targets: vec![report] });
+        }
+        let round = Arc::new(RoundData { history: Some(history), facts: Default::default(), now: 4 * 1199 });
+        let (r, state) = sb.evaluate_with(&c, &ctx(config(&[])), &snap(vec![target("t1", 50.0)]), &[], round, RuleState::default());
+        let ev = r.unwrap();
+        let stored: usize = ev[0].subject.trim_start_matches("stored ").parse().unwrap();
+        assert!(stored > 0 && stored < 64, "{}", ev[0].subject);
+        assert!(state.bytes() <= super::super::memory::MAX_BYTES);
+        assert!(ev[0].message.starts_with("points 901; refusal: state would be"), "{}", ev[0].message);
+        // Facts outside the menu are refused at load, naming the fact.
+        let e = sb.compile(&dist("test/needy.wasm")).err().unwrap();
+        assert!(e.to_string().starts_with("needs process-count(\"x'; reboot; '\")"), "{e}");
     }
 
     #[test]
@@ -578,7 +882,7 @@ mod tests {
         let e = sb.compile(&dist("test/wasi-import.wasm")).err().unwrap();
         assert_eq!(
             e.to_string(),
-            "imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.2.0 (or @0.1.0)"
+            "imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.3.0 (or @0.2.0, @0.1.0)"
         );
         assert!(matches!(sb.compile(b"\0asm garbage"), Err(LoadError::Invalid(_))));
         assert!(matches!(sb.compile(&THRESHOLD[..THRESHOLD.len() / 2]), Err(LoadError::Invalid(_))));

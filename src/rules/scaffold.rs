@@ -223,6 +223,7 @@ impl Guest for Rule {
                 percent("memory_percent", 90.0, "alert when memory used exceeds this percentage"),
                 number("margin", 5.0, "recover only below memory_percent minus this").range(0.0, 50.0),
             ],
+            needs: vec![],
         }
     }
 

@@ -222,6 +222,7 @@ mod tests {
                 .into_iter()
                 .map(|(n, kind)| ConfigKey { name: n.into(), default_value: String::new(), help: String::new(), kind })
                 .collect(),
+            needs: Vec::new(),
         }
     }
 

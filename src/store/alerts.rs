@@ -23,6 +23,8 @@ const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 /// (sink, sequence number) -> empty: deliveries not yet accepted (the transition is in
 /// HISTORY; stores written before kept a JSON copy here, still read).
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+/// Rule name -> the rule's own key-value state (JSON), saved on change.
+const RULE_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("rule_state");
 
 /// Deliveries kept per sink while it is unreachable; past it the oldest are dropped
 /// (counted and logged by the notifier).
@@ -74,13 +76,18 @@ pub struct Changes {
     pub fired: Vec<Firing>,
     /// (rule, key, subject, message) of alerts that recovered.
     pub recovered: Vec<(String, String, String, String)>,
-    /// Rules whose whole state goes (unloaded rules).
+    /// Rules whose whole state goes (unloaded rules), their own state included.
     pub forgotten_rules: Vec<String>,
+    /// Rules' own states that changed (none: emptied).
+    pub rule_states: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.fired.is_empty() && self.recovered.is_empty() && self.forgotten_rules.is_empty()
+        self.fired.is_empty()
+            && self.recovered.is_empty()
+            && self.forgotten_rules.is_empty()
+            && self.rule_states.is_empty()
     }
 }
 
@@ -145,6 +152,7 @@ impl AlertStore {
         txn.open_table(ACTIVE).map_err(|e| e.to_string())?;
         txn.open_table(HISTORY).map_err(|e| e.to_string())?;
         txn.open_table(OUTBOX).map_err(|e| e.to_string())?;
+        txn.open_table(RULE_STATE).map_err(|e| e.to_string())?;
         txn.open_table(super::silence::SILENCES).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())
     }
@@ -155,6 +163,18 @@ impl AlertStore {
 
     pub(super) fn err(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Io { path: self.path.display().to_string(), reason: e.to_string() }
+    }
+
+    /// Every rule's saved state, by rule name.
+    pub fn rule_states(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(RULE_STATE).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Every firing alert. Entries that do not parse are skipped (and logged).
@@ -243,7 +263,16 @@ impl AlertStore {
                 let (n, silenced, t) = record(rule, key, "recovery", subject, message).map_err(|e| self.err(e))?;
                 queue(n, silenced, &t)?;
             }
+            let mut states = txn.open_table(RULE_STATE).map_err(|e| self.err(e))?;
+            for (rule, state) in &changes.rule_states {
+                match state {
+                    Some(bytes) => states.insert(rule.as_str(), bytes.as_slice()).map(|_| ()),
+                    None => states.remove(rule.as_str()).map(|_| ()),
+                }
+                .map_err(|e| self.err(e))?;
+            }
             for rule in &changes.forgotten_rules {
+                states.remove(rule.as_str()).map_err(|e| self.err(e))?;
                 let keys: Vec<String> = active
                     .range((rule.as_str(), "")..)
                     .map_err(|e| self.err(e))?

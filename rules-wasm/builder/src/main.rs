@@ -24,6 +24,10 @@ const RULES: &[(&str, &str)] = &[
     ("expression", "expression.wasm"),
     ("reboot", "examples/reboot.wasm"),
     ("low-disk-space", "examples/low-disk-space.wasm"),
+    ("disk-fill", "examples/disk-fill.wasm"),
+    ("sustained-cpu", "examples/sustained-cpu.wasm"),
+    ("process-missing", "examples/process-missing.wasm"),
+    ("memory-growth", "examples/memory-growth.wasm"),
     ("hostile-spin", "test/spin.wasm"),
     ("hostile-membomb", "test/membomb.wasm"),
     ("hostile-panic", "test/panic.wasm"),
@@ -32,6 +36,8 @@ const RULES: &[(&str, &str)] = &[
     ("hostile-wasi-import", "test/wasi-import.wasm"),
     ("hostile-inventor", "test/inventor.wasm"),
     ("hostile-logger", "test/logger.wasm"),
+    ("hostile-hoarder", "test/hoarder.wasm"),
+    ("hostile-needy", "test/needy.wasm"),
 ];
 
 fn main() -> Result<()> {

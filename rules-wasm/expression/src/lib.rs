@@ -258,6 +258,7 @@ impl Guest for ExpressionRule {
                 setting_text("recovery_subject", "[RECOVERED] ...", "recovery subject template"),
                 setting_text("recovery_message", "back to normal: ...", "recovery message template"),
             ],
+            needs: vec![],
         }
     }
 

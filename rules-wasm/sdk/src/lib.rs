@@ -5,6 +5,11 @@
 //! cover what every rule does: declare typed settings (the host checks values
 //! against them before the rule runs), read them with defaults, build events, and
 //! apply hysteresis through the host's list of firing keys.
+//!
+//! Contract 0.3.0 adds what a rule can ask the host beyond the snapshot:
+//! [`history`] and [`history_points`] (the recent past of a series), [`state`] (a
+//! small key-value memory kept across rounds and restarts) and [`fact`] (facts the
+//! rule lists in `RuleInfo::needs`).
 
 /// The generated bindings (in a module: the export macro is `#[macro_export]`ed, so
 /// it cannot also be generated at the crate root).
@@ -19,8 +24,8 @@ pub mod bindings {
 
 pub use bindings::monserv::rules::host::{self, Level};
 pub use bindings::monserv::rules::types::{
-    Bounds, ConfigKey, Cpu, Disk, Event, EventKind, Memory, Metrics, Process, Reachability, RuleInfo, SettingKind,
-    Snapshot, Target,
+    Aggregate, Bounds, ConfigKey, Cpu, Disk, Event, EventKind, Fact, FactValue, Memory, Metrics, Point, Process,
+    Reachability, RuleInfo, Series, SettingKind, Snapshot, Target,
 };
 pub use bindings::{export, Guest};
 
@@ -180,4 +185,58 @@ pub fn level_check(
     } else {
         None
     }
+}
+
+/// An aggregate of `series` for `target` (its key) over the last `seconds`; none
+/// without values in the window.
+pub fn history(target: &str, series: &Series, seconds: u32, aggregate: Aggregate) -> Option<f64> {
+    host::history(target, series, seconds, aggregate)
+}
+
+/// The values of `series` over the last `seconds`, oldest first, averaged down to
+/// at most `max_points`.
+pub fn history_points(target: &str, series: &Series, seconds: u32, max_points: u32) -> Vec<Point> {
+    host::history_points(target, series, seconds, max_points)
+}
+
+/// This round's answer to a fact the rule lists in `needs`.
+pub fn fact(target: &str, fact: &Fact) -> Option<FactValue> {
+    host::get_fact(target, fact)
+}
+
+/// The rule's own memory, kept by the host across rounds, restarts and new
+/// versions (at most 256 keys, 64 KiB). Changes made by an evaluation that fails
+/// are dropped.
+pub mod state {
+    use super::host;
+
+    pub fn get(key: &str) -> Option<String> {
+        host::state_get(key)
+    }
+
+    /// Fails over the caps; the state is then unchanged.
+    pub fn set(key: &str, value: &str) -> Result<(), String> {
+        host::state_set(key, value)
+    }
+
+    pub fn delete(key: &str) {
+        host::state_delete(key)
+    }
+
+    /// A number kept under `key`, if it is one.
+    pub fn get_u64(key: &str) -> Option<u64> {
+        get(key)?.parse().ok()
+    }
+}
+
+/// Bytes in the units people read: `1.5 GiB`.
+pub fn bytes(v: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = v;
+    let mut unit = 0;
+    while v.abs() >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }

@@ -55,6 +55,7 @@ impl Guest for Threshold {
                 percent("hysteresis_percent", 0.0, "recover only below threshold minus this margin"),
                 integer("unreachable_polls", 3, "alert when a host failed this many polls in a row").range(1.0, 1e6),
             ],
+            needs: vec![],
         }
     }
 

@@ -19,6 +19,7 @@ impl Guest for LowDiskSpace {
                 number("recover_free_mib", 1536.0, "recover when it has at least this much again").min(0.0),
                 list("ignore", &[], "mountpoints to leave out, e.g. [\"/boot\", \"/media/usb\"]"),
             ],
+            needs: vec![],
         }
     }
 

@@ -6,7 +6,7 @@ struct Hostile;
 
 impl Guest for Hostile {
     fn describe() -> RuleInfo {
-        RuleInfo { name: "hostile-bigstrings".into(), version: "0.1.0".into(), config: vec![] }
+        RuleInfo { name: "hostile-bigstrings".into(), version: "0.1.0".into(), config: vec![], needs: vec![] }
     }
 
     fn evaluate(_snapshot: Snapshot, _active_keys: Vec<String>) -> Result<Vec<Event>, String> {
