@@ -11,6 +11,7 @@ Usage: monserv [OPTIONS]
        monserv rule check RULE [--settings FILE.toml]
        monserv rule test RULE [--settings FILE.toml] --snapshot FILE [--active KEY,KEY...] [--set KEY=VALUE]...
        monserv rule test RULE [--settings FILE.toml] --cases TESTS.toml
+       monserv rule test RULE [--settings FILE.toml] --history FILE [--set KEY=VALUE]...
        monserv rule snapshot [-c monserv.toml] [--target URL] [--out FILE]
        monserv rule new NAME
        monserv rule build [DIR] [--out FILE]
@@ -28,6 +29,8 @@ Rule commands (RULE is a component, NAME.wasm, or an expression rule, NAME.toml 
                       a metrics_update message) and print the events; --active: keys reported as
                       firing, --set: settings (repeatable). --cases: run a test file of steps and
                       expected alerts and recoveries (exit 1 on a mismatch); see rules-wasm/README.md
+                      --history: replay a recorded history (GET /api/v1/history) and print every
+                      alert and recovery the rule would have produced, with its time
   rule snapshot       capture this machine, the targets of -c monserv.toml, or --target URL
                       (read like SERVERS; its host key is checked as the daemon would)
   rule new NAME       write a rule crate NAME/ (SDK vendored, standalone) to start from
@@ -63,6 +66,8 @@ pub struct RuleArgs {
     pub settings_file: Option<PathBuf>,
     pub snapshot: Option<PathBuf>,
     pub cases: Option<PathBuf>,
+    /// `rule test --history`: a history export to replay.
+    pub history: Option<PathBuf>,
     pub target: Option<String>,
     /// `rule snapshot`: monserv.toml (targets, keys, known_hosts), as the daemon reads it.
     pub config: Option<PathBuf>,
@@ -122,6 +127,7 @@ fn parse_rule<'a>(it: &mut impl Iterator<Item = &'a str>) -> Result<Command, Str
             "--snapshot" => r.snapshot = Some(PathBuf::from(value("--snapshot")?)),
             "--settings" => r.settings_file = Some(PathBuf::from(value("--settings")?)),
             "--cases" => r.cases = Some(PathBuf::from(value("--cases")?)),
+            "--history" => r.history = Some(PathBuf::from(value("--history")?)),
             "--target" => r.target = Some(value("--target")?),
             "-c" | "--config" => r.config = Some(PathBuf::from(value("--config")?)),
             "--out" | "-o" => r.out = Some(PathBuf::from(value("--out")?)),
@@ -143,8 +149,10 @@ fn parse_rule<'a>(it: &mut impl Iterator<Item = &'a str>) -> Result<Command, Str
         RuleAction::Test if r.rule.is_none() => {
             Err("rule test needs RULE (a .wasm, or an expression rule's .toml)".into())
         }
-        RuleAction::Test if r.snapshot.is_none() == r.cases.is_none() => {
-            Err("rule test needs --snapshot FILE (one evaluation) or --cases FILE (a test file)".into())
+        RuleAction::Test
+            if [r.snapshot.is_some(), r.cases.is_some(), r.history.is_some()].iter().filter(|b| **b).count() != 1 =>
+        {
+            Err("rule test needs one of --snapshot FILE (one evaluation), --cases FILE (a test file) or --history FILE (a backtest)".into())
         }
         RuleAction::New if r.rule.is_none() => Err("rule new needs NAME".into()),
         RuleAction::Snapshot if r.rule.is_some() => {

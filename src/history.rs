@@ -272,7 +272,12 @@ impl History {
                 })
             })
             .collect();
-        Export { format: FORMAT.into(), step_seconds: self.sizing.step(), targets }
+        Export {
+            format: FORMAT.into(),
+            step_seconds: self.sizing.step(),
+            window_seconds: self.sizing.window.as_secs(),
+            targets,
+        }
     }
 }
 
@@ -320,6 +325,9 @@ fn aggregate(points: impl Iterator<Item = (u64, f64)>, agg: Aggregate) -> Option
 pub struct Export {
     pub format: String,
     pub step_seconds: u64,
+    /// The window the history kept (rules' queries reach this far back).
+    #[serde(default = "default_window")]
+    pub window_seconds: u64,
     pub targets: Vec<ExportTarget>,
 }
 
@@ -336,6 +344,10 @@ pub struct ExportTarget {
     pub series: BTreeMap<String, Vec<Option<f64>>>,
 }
 
+fn default_window() -> u64 {
+    3600
+}
+
 /// Why an export file cannot be replayed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -349,7 +361,17 @@ pub enum ReplayError {
 
 impl Export {
     pub fn parse(bytes: &[u8]) -> Result<Export, ReplayError> {
-        let e: Export = serde_json::from_slice(bytes).map_err(|e| ReplayError::Format(e.to_string()))?;
+        /// As `GET /api/v1/history` answers: the export in an envelope.
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            data: Export,
+        }
+        let e = match serde_json::from_slice::<Export>(bytes) {
+            Ok(e) => e,
+            Err(first) => serde_json::from_slice::<Envelope>(bytes)
+                .map(|w| w.data)
+                .map_err(|_| ReplayError::Format(first.to_string()))?,
+        };
         if e.format != FORMAT {
             return Err(ReplayError::Format(format!("format is {:?}", e.format)));
         }

@@ -19,9 +19,10 @@ fn rule_command(r: RuleArgs) -> ExitCode {
     let settings = r.settings_file.as_deref();
     let result = match (r.action, rule) {
         (RuleAction::Check, Some(rule)) => cli::check(rule, settings, &r.set),
-        (RuleAction::Test, Some(rule)) => match (&r.snapshot, &r.cases) {
-            (Some(snapshot), _) => cli::test(rule, settings, snapshot, &r.active, &r.set),
-            (None, Some(file)) => match cases::run(rule, settings, file) {
+        (RuleAction::Test, Some(rule)) => match (&r.snapshot, &r.cases, &r.history) {
+            (_, _, Some(history)) => cli::backtest(rule, settings, history, &r.set),
+            (Some(snapshot), _, _) => cli::test(rule, settings, snapshot, &r.active, &r.set),
+            (None, Some(file), _) => match cases::run(rule, settings, file) {
                 Ok((report, true)) => Ok(report),
                 Ok((report, false)) => {
                     print!("{report}");
@@ -29,7 +30,7 @@ fn rule_command(r: RuleArgs) -> ExitCode {
                 }
                 Err(e) => Err(e),
             },
-            (None, None) => Err("rule test needs --snapshot or --cases".into()),
+            (None, None, None) => Err("rule test needs --snapshot, --cases or --history".into()),
         },
         (RuleAction::Snapshot, _) => snapshot(r.config.as_deref(), r.target.as_deref(), r.out.as_deref()),
         (RuleAction::New, Some(name)) => scaffold::new(name, r.out.as_deref()),

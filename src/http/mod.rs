@@ -15,6 +15,7 @@
 pub mod alerts_api;
 pub mod api;
 pub mod conn_io;
+pub mod history_api;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
@@ -268,6 +269,7 @@ async fn dispatch(req: Request<Incoming>, path: &str, state: &Arc<AppState>, slo
         (&Method::GET, "/api/v1/servers") => api::servers(state),
         (&Method::GET, "/api/v1/alerts/active") => alerts_api::active(state),
         (&Method::GET, "/api/v1/alerts/history") => alerts_api::history(req.uri().query(), state).await,
+        (&Method::GET, "/api/v1/history") => history_api::history(req.uri().query(), state).await,
         (&Method::GET, "/api/v1/notify") => alerts_api::notify(state).await,
         (&Method::GET, "/metrics") => metrics::metrics(state).await,
         (&Method::POST, "/api/test-alert") => alerts_api::test_alert(req, state).await,
@@ -287,6 +289,7 @@ async fn dispatch(req: Request<Incoming>, path: &str, state: &Arc<AppState>, slo
             | "/api/v1/servers/metrics"
             | "/api/v1/alerts/active"
             | "/api/v1/alerts/history"
+            | "/api/v1/history"
             | "/api/v1/notify"
             | "/metrics"
             | "/api/openapi.json",

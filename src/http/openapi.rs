@@ -22,6 +22,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/servers/metrics"),
     ("GET", "/api/v1/alerts/active"),
     ("GET", "/api/v1/alerts/history"),
+    ("GET", "/api/v1/history"),
     ("GET", "/api/v1/notify"),
     ("GET", "/metrics"),
     ("POST", "/api/test-alert"),
@@ -31,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/rules"),
     ("PUT", "/api/v1/rules/{name}"),
     ("DELETE", "/api/v1/rules/{name}"),
+    ("POST", "/api/v1/rules/{name}/backtest"),
 ];
 
 pub fn document() -> Response<Body> {

@@ -26,6 +26,15 @@ pub struct RulesApi {
 pub async fn handle(req: Request<Incoming>, state: &AppState) -> Response<Body> {
     let path = req.uri().path().to_string();
     let name = path.strip_prefix("/api/v1/rules").unwrap_or_default().trim_start_matches('/').to_string();
+    if let Some(rule) = super::history_api::is_backtest(&name) {
+        return match req.method() {
+            _ if !valid_name(rule) => {
+                json_error(StatusCode::BAD_REQUEST, "rule names are 1-64 lowercase letters, digits, '-' or '_'")
+            }
+            &Method::POST => super::history_api::backtest(req, rule, state).await,
+            _ => method_not_allowed("POST"),
+        };
+    }
     match (req.method().clone(), name.is_empty()) {
         (Method::GET, true) => list(&state.rules),
         (_, true) => method_not_allowed("GET"),
@@ -98,6 +107,31 @@ async fn upload(req: Request<Incoming>, name: &str, api: &RulesApi) -> Response<
             json_error(StatusCode::UNPROCESSABLE_ENTITY, &format!("rule rejected: {reason}"))
         }
     }
+}
+
+/// A backtest's candidate: a component with the rule's settings file, or settings
+/// (TOML) for the rule's component or as an expression rule. Checked as an upload.
+pub async fn candidate(
+    name: &str,
+    body: Bytes,
+    api: &RulesApi,
+) -> Result<(Vec<u8>, crate::rules::RuleSettings), String> {
+    let (dir, rule) = (api.dir.clone(), name.to_string());
+    let text = settings_text(&body);
+    blocking(move || match text {
+        None => dir.settings_for(&rule).map(|s| (body.to_vec(), s)).map_err(|e| e.to_string()),
+        Some(text) => {
+            let base = if rule == BUILTIN_NAME { dir.threshold_base.clone() } else { Default::default() };
+            let mut settings = crate::rules::loader::Loader::settings_from_toml(&text, &base)
+                .map_err(|e| format!("{rule}.toml: {e}"))?;
+            settings.file = Some((format!("{rule}.toml"), text.into()));
+            match dir.code_for(&rule, &settings)? {
+                Some((bytes, _)) => Ok((bytes.into_owned(), settings)),
+                None => Err(format!("no rule {rule} for these settings, and no `when` condition")),
+            }
+        }
+    })
+    .await?
 }
 
 /// A body that is TOML (not a component): a settings upload.

@@ -25,7 +25,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -33,7 +32,7 @@ use serde::Deserialize;
 use super::alert::AlertState;
 use super::cli::{load, parse_snapshot, read_text};
 use super::loader::parse_duration;
-use super::sandbox::{wit, RuleCtx};
+use super::sandbox::wit;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,7 +175,7 @@ pub fn run(rule: &Path, settings_file: Option<&Path>, cases: &Path) -> Result<(S
         .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
         .collect();
     let loaded = load(rule, settings_file, &set)?;
-    let ctx = RuleCtx::new(&loaded.name, Arc::new(loaded.settings.values.clone()));
+    let ctx = loaded.ctx();
     let hold_for = loaded.settings.hold_for;
     let dir = cases.parent().unwrap_or(Path::new("."));
 

@@ -75,8 +75,12 @@ pub fn load(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)])
         }
     }
     let sandbox = Sandbox::new(Limits::default())?;
-    let compiled = sandbox.compile(&bytes).map_err(|e| format!("{shown}: {e}"))?;
+    let mut compiled = sandbox.compile(&bytes).map_err(|e| format!("{shown}: {e}"))?;
     check_settings(&name, &compiled.info, &settings).map_err(|e| e.to_string())?;
+    // What it needs may depend on its settings, as in the daemon.
+    compiled.info = sandbox
+        .describe_with(&compiled, &RuleCtx::new(&name, Arc::new(settings.values.clone())))
+        .map_err(|e| format!("{shown}: {e}"))?;
     if !expression {
         return Ok(Loaded { sandbox, compiled, name, settings, expression });
     }
@@ -89,6 +93,35 @@ pub fn load(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)])
     })?;
     Ok(Loaded { sandbox, compiled, name, settings, expression })
 }
+
+impl Loaded {
+    /// The context the daemon would give it: name, settings, declared facts.
+    pub fn ctx(&self) -> RuleCtx {
+        RuleCtx {
+            needs: self.compiled.info.needs.clone().into(),
+            ..RuleCtx::new(&self.name, Arc::new(self.settings.values.clone()))
+        }
+    }
+}
+
+/// `rule test RULE --history FILE`: every alert and recovery the rule would have
+/// produced on a recorded history (`GET /api/v1/history`).
+pub fn backtest(
+    rule: &Path,
+    settings_file: Option<&Path>,
+    history: &Path,
+    set: &[(String, String)],
+) -> Result<String, String> {
+    let bytes = crate::store::read_regular(history, MAX_HISTORY_BYTES).map_err(|e| format!("{}: {e}", history.display()))?;
+    let export = crate::history::Export::parse(&bytes).map_err(|e| format!("{}: {e}", history.display()))?;
+    let l = load(rule, settings_file, set)?;
+    let window = std::time::Duration::from_secs(export.window_seconds.max(60));
+    let outcome = super::backtest::run(&l.sandbox, &l.compiled, &l.ctx(), l.settings.hold_for, &export, window);
+    Ok(super::backtest::render(&outcome))
+}
+
+/// Largest history file read (an hour of 1000 hosts is about 150 MB).
+const MAX_HISTORY_BYTES: usize = 512 << 20;
 
 /// Validate the contract and the settings; describe the rule and its settings.
 pub fn check(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)]) -> Result<String, String> {
@@ -201,8 +234,9 @@ pub fn test(
 ) -> Result<String, String> {
     let text = read_text(snapshot)?;
     let snap = parse_snapshot(&text).map_err(|e| format!("{}: {e}", snapshot.display()))?;
-    let Loaded { sandbox, compiled: c, name, settings, .. } = load(rule, settings_file, set)?;
-    let ctx = RuleCtx::new(&name, Arc::new(settings.values));
+    let loaded = load(rule, settings_file, set)?;
+    let ctx = loaded.ctx();
+    let Loaded { sandbox, compiled: c, name, .. } = loaded;
     let events = sandbox.evaluate(&c, &ctx, &snap, active).map_err(|e| format!("rule {name}: {e}"))?;
     // The same per-event and per-target limits the daemon applies.
     let targets = snap.targets.iter().map(|t| t.key.as_str()).collect();

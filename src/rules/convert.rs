@@ -9,7 +9,11 @@ use crate::model::{HostStatus, ServerMetrics};
 pub fn snapshot(s: &Snapshot) -> wit::Snapshot {
     wit::Snapshot {
         round: s.round,
-        unix_time: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        unix_time: if s.unix_time > 0 {
+            s.unix_time
+        } else {
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        },
         targets: s
             .targets
             .iter()

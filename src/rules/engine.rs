@@ -533,6 +533,50 @@ impl RuleEngine {
         Ok(info)
     }
 
+    /// Replay the daemon's own history (the last `seconds`) through a rule: the
+    /// loaded version of `name`, or a candidate (`bytes` with `settings`) that is
+    /// compiled and checked like an install but not swapped in. Nothing live changes.
+    pub async fn backtest(
+        &self,
+        name: &str,
+        candidate: Option<(Vec<u8>, RuleSettings)>,
+        seconds: u64,
+    ) -> Result<super::backtest::Outcome, InstallError> {
+        let history = self
+            .history
+            .clone()
+            .ok_or_else(|| InstallError::Task("this monserv keeps no history".into()))?;
+        let loaded = self.rules.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
+        let sandbox = self.sandbox.clone();
+        let code = candidate.as_ref().map(|(b, _)| crate::model::fnv1a(b));
+        let same_code = code.and_then(|code| self.slots().into_iter().find(|s| s.code == code));
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let (compiled, ctx, hold_for) = match (candidate, loaded) {
+                (None, Some(slot)) => (slot.compiled.clone(), slot.ctx.clone(), slot.hold_for),
+                (None, None) => return Err(InstallError::Settings(format!("no rule {name} is loaded"))),
+                (Some((bytes, settings)), _) => {
+                    let mut compiled = match same_code {
+                        Some(s) => s.compiled.clone(),
+                        None => sandbox.compile(&bytes)?,
+                    };
+                    check_settings(&name, &compiled.info, &settings)?;
+                    let ctx = RuleCtx::new(&name, Arc::new(settings.values.clone()));
+                    compiled.info = sandbox.describe_with(&compiled, &ctx)?;
+                    let ctx = RuleCtx { needs: compiled.info.needs.clone().into(), ..ctx };
+                    (compiled, ctx, settings.hold_for)
+                }
+            };
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let export = history.export(None, seconds, now);
+            // A fresh log budget: a backtest's log lines must not eat the live rule's.
+            let ctx = RuleCtx { log: Arc::default(), ..ctx };
+            Ok(super::backtest::run(&sandbox, &compiled, &ctx, hold_for, &export, history.sizing().window))
+        })
+        .await
+        .map_err(|e| InstallError::Task(e.to_string()))?
+    }
+
     /// Record (or clear, with `None`) why the latest candidate for `name` was refused.
     pub fn set_rejected(&self, name: &str, reason: Option<String>) {
         let mut r = lock(&self.rejected);

@@ -11,6 +11,7 @@
 //! `loader` watches the rules directory; `rule_log` limits a rule's log lines.
 
 pub mod alert;
+pub mod backtest;
 pub mod cases;
 pub mod cli;
 pub mod compiler;
