@@ -51,14 +51,15 @@ pub struct Sizing {
 }
 
 impl Sizing {
-    /// Seconds between kept samples: every round, unless that would pass `MAX_POINTS`.
-    pub fn step(&self) -> u64 {
-        let every = self.interval.as_secs().max(1);
-        every.max(self.window.as_secs().div_ceil(MAX_POINTS as u64))
+    /// Milliseconds between kept samples: every round, unless that would pass
+    /// `MAX_POINTS`.
+    pub fn step_ms(&self) -> u64 {
+        let every = (self.interval.as_millis() as u64).max(1);
+        every.max((self.window.as_millis() as u64).div_ceil(MAX_POINTS as u64))
     }
 
     pub fn capacity(&self) -> usize {
-        ((self.window.as_secs() / self.step()) as usize + 1).clamp(2, MAX_POINTS + 1)
+        ((self.window.as_millis() as u64 / self.step_ms()) as usize + 1).clamp(2, MAX_POINTS + 1)
     }
 }
 
@@ -73,6 +74,7 @@ struct Meta {
 #[derive(Debug, Default)]
 struct TargetHistory {
     meta: Meta,
+    /// Milliseconds since the epoch.
     times: VecDeque<u64>,
     /// Consecutive failures at each sample (0: online) and why the last poll failed.
     failures: VecDeque<u32>,
@@ -112,9 +114,9 @@ impl TargetHistory {
         }
     }
 
-    /// Indexes of the samples in (now - seconds, now].
+    /// Indexes of the samples in (now - seconds, now], times in milliseconds.
     fn window(&self, seconds: u32, now: u64) -> std::ops::Range<usize> {
-        let from = now.saturating_sub(u64::from(seconds));
+        let from = now.saturating_sub(u64::from(seconds) * 1000);
         let start = self.times.partition_point(|&t| t <= from);
         let end = self.times.partition_point(|&t| t <= now);
         start..end.max(start)
@@ -170,10 +172,10 @@ impl History {
 
     /// Add a round (skipped when it is closer than `step` to the last one kept).
     pub fn record(&self, snapshot: &Snapshot) {
-        let step = self.sizing.step();
-        let slack = self.sizing.interval.as_secs() / 2;
+        let step = self.sizing.step_ms();
+        let slack = self.sizing.interval.as_millis() as u64 / 2;
         let capacity = self.sizing.capacity();
-        let now = snapshot.unix_time;
+        let now = snapshot.unix_ms;
         let mut all = self.inner.write().unwrap_or_else(|e| e.into_inner());
         // Targets removed from the configuration are forgotten.
         if all.len() > snapshot.targets.len() {
@@ -203,8 +205,9 @@ impl History {
         }
     }
 
-    /// An aggregate of `series` over the last `seconds` before `now`, or none when
-    /// there are no values (two, for slope and delta).
+    /// An aggregate of `series` over the last `seconds` before `now` (milliseconds),
+    /// or none when there are no values (two, for slope and delta). Slopes are per
+    /// second.
     pub fn aggregate(&self, target: &str, series: &str, seconds: u32, agg: Aggregate, now: u64) -> Option<f64> {
         let all = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let h = all.get(target)?;
@@ -214,8 +217,9 @@ impl History {
         aggregate(points, agg)
     }
 
-    /// The values of `series` over the last `seconds`, oldest first; when there are
-    /// more than `max_points`, neighbours are averaged down to that many.
+    /// The (milliseconds, value) of `series` over the last `seconds`, oldest first;
+    /// when there are more than `max_points`, neighbours are averaged down to that
+    /// many (each at the time of its newest).
     pub fn points(&self, target: &str, series: &str, seconds: u32, max_points: usize, now: u64) -> Vec<(u64, f64)> {
         let all = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let Some((h, ring)) = all.get(target).and_then(|h| Some((h, h.series.get(series)?))) else {
@@ -243,12 +247,12 @@ impl History {
         (samples, values)
     }
 
-    /// The last `seconds` (of `targets`, or all) as the export document.
-    pub fn export(&self, targets: Option<&[String]>, seconds: u64, now: u64) -> Export {
+    /// The last `seconds` before `now_ms` (of `targets`, or all) as the export document.
+    pub fn export(&self, targets: Option<&[String]>, seconds: u64, now_ms: u64) -> Export {
         let all = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let mut keys: Vec<&String> = all.keys().filter(|k| targets.is_none_or(|t| t.contains(k))).collect();
         keys.sort();
-        let from = now.saturating_sub(seconds);
+        let from = now_ms.saturating_sub(seconds * 1000);
         let targets = keys
             .into_iter()
             .filter_map(|k| {
@@ -258,7 +262,7 @@ impl History {
                 (!range.is_empty()).then(|| ExportTarget {
                     key: k.clone(),
                     meta: h.meta.clone(),
-                    times: h.times.range(range.clone()).copied().collect(),
+                    times_ms: h.times.range(range.clone()).copied().collect(),
                     failures: h.failures.range(range.clone()).copied().collect(),
                     errors: h.errors.range(range.clone()).map(|e| e.as_deref().map(str::to_string)).collect(),
                     series: h
@@ -274,7 +278,7 @@ impl History {
             .collect();
         Export {
             format: FORMAT.into(),
-            step_seconds: self.sizing.step(),
+            step_ms: self.sizing.step_ms(),
             window_seconds: self.sizing.window.as_secs(),
             targets,
         }
@@ -289,7 +293,7 @@ fn aggregate(points: impl Iterator<Item = (u64, f64)>, agg: Aggregate) -> Option
     let mut t0 = None;
     for (t, v) in points {
         let t0 = *t0.get_or_insert(t);
-        let x = (t - t0) as f64;
+        let x = (t - t0) as f64 / 1000.0;
         n += 1;
         sum += v;
         min = min.min(v);
@@ -324,7 +328,8 @@ fn aggregate(points: impl Iterator<Item = (u64, f64)>, agg: Aggregate) -> Option
 #[serde(deny_unknown_fields)]
 pub struct Export {
     pub format: String,
-    pub step_seconds: u64,
+    /// Milliseconds between kept samples.
+    pub step_ms: u64,
     /// The window the history kept (rules' queries reach this far back).
     #[serde(default = "default_window")]
     pub window_seconds: u64,
@@ -337,7 +342,8 @@ pub struct ExportTarget {
     pub key: String,
     #[serde(flatten)]
     meta: Meta,
-    pub times: Vec<u64>,
+    /// Milliseconds since the epoch.
+    pub times_ms: Vec<u64>,
     pub failures: Vec<u32>,
     pub errors: Vec<Option<String>>,
     /// Each as long as `times`; null where there was no value.
@@ -380,18 +386,18 @@ impl Export {
                 key: t.key.clone(),
                 what: what.to_string(),
                 got,
-                times: t.times.len(),
+                times: t.times_ms.len(),
             };
-            if t.failures.len() != t.times.len() {
+            if t.failures.len() != t.times_ms.len() {
                 return Err(ragged("failures", t.failures.len()));
             }
-            if t.errors.len() != t.times.len() {
+            if t.errors.len() != t.times_ms.len() {
                 return Err(ragged("errors", t.errors.len()));
             }
-            if let Some((name, s)) = t.series.iter().find(|(_, s)| s.len() != t.times.len()) {
+            if let Some((name, s)) = t.series.iter().find(|(_, s)| s.len() != t.times_ms.len()) {
                 return Err(ragged(name, s.len()));
             }
-            if t.times.windows(2).any(|w| w[0] >= w[1]) {
+            if t.times_ms.windows(2).any(|w| w[0] >= w[1]) {
                 return Err(ReplayError::Unordered { key: t.key.clone() });
             }
         }
@@ -402,7 +408,7 @@ impl Export {
     /// with the targets that had a sample then (the last good metrics for an offline
     /// one, as live).
     pub fn replay(&self) -> Vec<Snapshot> {
-        let mut times: Vec<u64> = self.targets.iter().flat_map(|t| t.times.iter().copied()).collect();
+        let mut times: Vec<u64> = self.targets.iter().flat_map(|t| t.times_ms.iter().copied()).collect();
         times.sort_unstable();
         times.dedup();
         let mut cursors = vec![0usize; self.targets.len()];
@@ -414,7 +420,7 @@ impl Export {
                 let mut reports = Vec::new();
                 for (i, target) in self.targets.iter().enumerate() {
                     let at = cursors[i];
-                    if target.times.get(at) != Some(&t) {
+                    if target.times_ms.get(at) != Some(&t) {
                         continue;
                     }
                     cursors[i] += 1;
@@ -442,7 +448,7 @@ impl Export {
                         facts: Arc::new(facts),
                     });
                 }
-                Snapshot { round: round as u64 + 1, unix_time: t, targets: reports }
+                Snapshot { round: round as u64 + 1, unix_ms: t, targets: reports }
             })
             .collect()
     }
@@ -482,7 +488,7 @@ impl ExportTarget {
             disks: Vec::new(),
             top_procs_by_mem: Vec::new(),
             cpu: Cpu::default(),
-            generated_at_utc: crate::model::rfc3339_utc(std::time::UNIX_EPOCH + Duration::from_secs(t)),
+            generated_at_utc: crate::model::rfc3339_utc(std::time::UNIX_EPOCH + Duration::from_millis(t)),
             status: HostStatus::Offline,
             error: None,
         }
@@ -522,7 +528,7 @@ impl ExportTarget {
             disks,
             top_procs_by_mem: Vec::new(),
             cpu: Cpu { cores: u("cpu.cores") as u32, used_percent: n("cpu.used_percent"), model_name: self.meta.cpu_model.clone() },
-            generated_at_utc: crate::model::rfc3339_utc(std::time::UNIX_EPOCH + Duration::from_secs(t)),
+            generated_at_utc: crate::model::rfc3339_utc(std::time::UNIX_EPOCH + Duration::from_millis(t)),
             status: HostStatus::Online,
             error: None,
         };

@@ -43,9 +43,9 @@ fn sizing() -> Sizing {
 
 #[test]
 fn sizing_keeps_every_round_up_to_the_point_cap() {
-    assert_eq!((sizing().step(), sizing().capacity()), (4, 901));
+    assert_eq!((sizing().step_ms(), sizing().capacity()), (4000, 901));
     let six_hours = Sizing { window: Duration::from_secs(6 * 3600), interval: Duration::from_secs(4) };
-    assert_eq!((six_hours.step(), six_hours.capacity()), (24, 901));
+    assert_eq!((six_hours.step_ms(), six_hours.capacity()), (24_000, 901));
 }
 
 #[test]
@@ -55,12 +55,12 @@ fn aggregates_over_a_window() {
     for i in 0..10u64 {
         let snap = Snapshot {
             round: i + 1,
-            unix_time: 1000 + 4 * i,
+            unix_ms: 1_000_000 + 4000 * i,
             targets: vec![report("t1", 10.0 * (i + 1) as f64, (50 << 30) + (i << 20), true)],
         };
         h.record(&snap);
     }
-    let now = 1036;
+    let now = 1_036_000;
     let q = |series: &str, secs: u32, agg: Aggregate| h.aggregate("t1", series, secs, agg, now);
     assert_eq!(q("cpu.used_percent", 3600, Aggregate::Max), Some(100.0));
     assert_eq!(q("cpu.used_percent", 3600, Aggregate::Min), Some(10.0));
@@ -80,7 +80,7 @@ fn aggregates_over_a_window() {
     assert_eq!(q("disk.used:/", 4, Aggregate::Slope), None);
     // Points, averaged down when asked for fewer.
     let p = h.points("t1", "cpu.used_percent", 3600, 5, now);
-    assert_eq!(p, vec![(1004, 15.0), (1012, 35.0), (1020, 55.0), (1028, 75.0), (1036, 95.0)]);
+    assert_eq!(p, vec![(1_004_000, 15.0), (1_012_000, 35.0), (1_020_000, 55.0), (1_028_000, 75.0), (1_036_000, 95.0)]);
 }
 
 #[test]
@@ -88,16 +88,16 @@ fn rings_stay_bounded_and_offline_rounds_hold_no_values() {
     let h = History::new(Sizing { window: Duration::from_secs(40), interval: Duration::from_secs(4) });
     for i in 0..100u64 {
         let online = i % 10 != 9;
-        h.record(&Snapshot { round: i, unix_time: 4 * i, targets: vec![report("t1", 1.0, 1 << 30, online)] });
+        h.record(&Snapshot { round: i, unix_ms: 4000 * i, targets: vec![report("t1", 1.0, 1 << 30, online)] });
     }
     let (samples, _) = h.footprint();
     assert_eq!(samples, h.sizing().capacity());
     // 10 rounds in the window, the last one (i = 99) offline.
-    assert_eq!(h.aggregate("t1", "cpu.used_percent", 40, Aggregate::Count, 396), Some(9.0));
+    assert_eq!(h.aggregate("t1", "cpu.used_percent", 40, Aggregate::Count, 396_000), Some(9.0));
     // A round that comes too soon after the last kept one is not kept.
-    h.record(&Snapshot { round: 101, unix_time: 397, targets: vec![report("t1", 1.0, 1 << 30, true)] });
+    h.record(&Snapshot { round: 101, unix_ms: 397_000, targets: vec![report("t1", 1.0, 1 << 30, true)] });
     assert_eq!(h.footprint().0, h.sizing().capacity());
-    assert_eq!(h.points("t1", "cpu.used_percent", 40, 100, 397).last().map(|p| p.0), Some(392));
+    assert_eq!(h.points("t1", "cpu.used_percent", 40, 100, 397_000).last().map(|p| p.0), Some(392_000));
 }
 
 #[test]
@@ -107,17 +107,17 @@ fn export_replays_the_rounds_it_was_recorded_from() {
     for i in 0..6u64 {
         let snap = Snapshot {
             round: i + 1,
-            unix_time: 2000 + 4 * i,
+            unix_ms: 2_000_000 + 4000 * i,
             targets: vec![report("a", i as f64, 1 << 30, i != 3), report("b", 5.0, 2 << 30, true)],
         };
         h.record(&snap);
         live.push(snap);
     }
-    let text = serde_json::to_vec(&h.export(None, 3600, 2020)).unwrap();
+    let text = serde_json::to_vec(&h.export(None, 3600, 2_020_000)).unwrap();
     let replayed = Export::parse(&text).unwrap().replay();
     assert_eq!(replayed.len(), 6);
     for (r, l) in replayed.iter().zip(&live) {
-        assert_eq!(r.unix_time, l.unix_time);
+        assert_eq!(r.unix_ms, l.unix_ms);
         for (rt, lt) in r.targets.iter().zip(&l.targets) {
             assert_eq!((rt.url.as_str(), rt.status, rt.consecutive_failures), (lt.url.as_str(), lt.status, lt.consecutive_failures));
             assert_eq!(rt.last_error_kind, lt.last_error_kind);
@@ -135,7 +135,7 @@ fn export_replays_the_rounds_it_was_recorded_from() {
     }
     // Broken files are refused with the reason.
     assert!(Export::parse(b"{}").unwrap_err().to_string().starts_with("not a monserv history"));
-    let mut e = h.export(None, 3600, 2020);
+    let mut e = h.export(None, 3600, 2_020_000);
     e.targets[0].failures.pop();
     let e = Export::parse(&serde_json::to_vec(&e).unwrap()).unwrap_err();
     assert_eq!(e.to_string(), "target \"a\": failures has 5 entries for 6 times");

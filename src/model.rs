@@ -162,8 +162,9 @@ pub struct TargetReport {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub round: u64,
-    /// When the round ended, seconds since the Unix epoch.
-    pub unix_time: u64,
+    /// When the round ended, milliseconds since the Unix epoch (the history keeps
+    /// every round apart even when two end within the same second).
+    pub unix_ms: u64,
     pub targets: Vec<TargetReport>,
 }
 

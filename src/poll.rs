@@ -189,8 +189,8 @@ impl Poller {
             t.apply(outcome, spec, now);
         }
         self.round += 1;
-        let unix_time = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Snapshot { round: self.round, unix_time, targets: self.targets.iter().map(|t| t.report.clone()).collect() }
+        let unix_ms = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Snapshot { round: self.round, unix_ms, targets: self.targets.iter().map(|t| t.report.clone()).collect() }
     }
 }
 

@@ -339,7 +339,7 @@ mod tests {
     fn targets_in_base_units_with_escaped_labels() {
         let snapshot = Snapshot {
             round: 42,
-            unix_time: 0,
+            unix_ms: 0,
             targets: vec![
                 target("local", "gw-01", HostStatus::Online),
                 target("ssh://scada:***@10.0.0.5:22", "plc\n\"7\"\\\u{7}", HostStatus::Offline),

@@ -519,7 +519,7 @@ mod tests {
             last_success: None,
             facts: Default::default(),
         };
-        Snapshot { round, unix_time: 0, targets: vec![t] }
+        Snapshot { round, unix_ms: 0, targets: vec![t] }
     }
 
     #[test]

@@ -504,7 +504,7 @@ mod tests {
     }
 
     fn snap(targets: Vec<TargetReport>) -> Snapshot {
-        Snapshot { round: 1, unix_time: 0, targets }
+        Snapshot { round: 1, unix_ms: 0, targets }
     }
 
     fn kinds(messages: &[Message]) -> Vec<String> {

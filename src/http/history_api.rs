@@ -40,8 +40,8 @@ fn parse_query(query: Option<&str>, window_minutes: u64) -> Result<(u64, Vec<Str
     Ok((minutes, targets))
 }
 
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `{success, data: <history export>}`; `rule test --history` reads the whole answer.
@@ -56,7 +56,7 @@ pub async fn history(query: Option<&str>, state: &AppState) -> Response<Body> {
     };
     let built = tokio::task::spawn_blocking(move || {
         let only = (!targets.is_empty()).then_some(targets.as_slice());
-        let export = history.export(only, minutes * 60, now());
+        let export = history.export(only, minutes * 60, now_ms());
         serde_json::to_vec(&serde_json::json!({ "success": true, "data": export }))
     })
     .await;

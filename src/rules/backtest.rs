@@ -63,16 +63,16 @@ pub fn run(
     window: Duration,
 ) -> Outcome {
     let rounds = export.replay();
-    let history = Arc::new(History::new(Sizing { window, interval: Duration::from_secs(export.step_seconds.max(1)) }));
+    let history = Arc::new(History::new(Sizing { window, interval: Duration::from_millis(export.step_ms.max(1)) }));
     let mut alerts = AlertState::default();
     let mut state = RuleState::default();
     let start = Instant::now();
-    let t0 = rounds.first().map_or(0, |r| r.unix_time);
+    let t0 = rounds.first().map_or(0, |r| r.unix_ms);
     let mut out = Outcome {
         rule: ctx.name.to_string(),
         rounds: rounds.len(),
-        from: rounds.first().map(|r| rfc3339(r.unix_time)),
-        to: rounds.last().map(|r| rfc3339(r.unix_time)),
+        from: rounds.first().map(|r| rfc3339(r.unix_ms / 1000)),
+        to: rounds.last().map(|r| rfc3339(r.unix_ms / 1000)),
         alerts: 0,
         recoveries: 0,
         firing_at_end: 0,
@@ -94,18 +94,18 @@ pub fn run(
             Err(e) => {
                 out.failures += 1;
                 if out.failure_samples.len() < 20 {
-                    out.failure_samples.push((rfc3339(snapshot.unix_time), e.to_string()));
+                    out.failure_samples.push((rfc3339(snapshot.unix_ms / 1000), e.to_string()));
                 }
                 continue;
             }
         };
         let targets = snap.targets.iter().map(|t| t.key.as_str()).collect();
         let (events, _) = super::output::sanitize(events, &targets, &sandbox.limits);
-        let now = start + Duration::from_secs(snapshot.unix_time.saturating_sub(t0));
+        let now = start + Duration::from_millis(snapshot.unix_ms.saturating_sub(t0));
         let applied = alerts.apply(&ctx.name, events, hold_for, now, sandbox.limits.max_firing);
         let at = |kind, key: String, subject: String, message: String| Transition {
-            unix_time: snapshot.unix_time,
-            time: rfc3339(snapshot.unix_time),
+            unix_time: snapshot.unix_ms / 1000,
+            time: rfc3339(snapshot.unix_ms / 1000),
             kind,
             key,
             subject,

@@ -9,8 +9,8 @@ use crate::model::{HostStatus, ServerMetrics};
 pub fn snapshot(s: &Snapshot) -> wit::Snapshot {
     wit::Snapshot {
         round: s.round,
-        unix_time: if s.unix_time > 0 {
-            s.unix_time
+        unix_time: if s.unix_ms > 0 {
+            s.unix_ms / 1000
         } else {
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
         },

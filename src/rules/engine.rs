@@ -567,7 +567,7 @@ impl RuleEngine {
                     (compiled, ctx, settings.hold_for)
                 }
             };
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             let export = history.export(None, seconds, now);
             // A fresh log budget: a backtest's log lines must not eat the live rule's.
             let ctx = RuleCtx { log: Arc::default(), ..ctx };

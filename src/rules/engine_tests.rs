@@ -28,7 +28,7 @@ fn snapshot(round: u64) -> Snapshot {
         last_success: None,
         facts: Default::default(),
     };
-    Snapshot { round, unix_time: 0, targets: vec![target] }
+    Snapshot { round, unix_ms: 0, targets: vec![target] }
 }
 
 fn dist(name: &str) -> Vec<u8> {

@@ -23,8 +23,8 @@ pub struct RoundData {
     pub history: Option<Arc<History>>,
     /// Declared facts answered this round, by target key.
     pub facts: HashMap<String, Arc<Answers>>,
-    /// The round's time (seconds since the epoch): history windows end here.
-    pub now: u64,
+    /// The round's time (milliseconds since the epoch): history windows end here.
+    pub now_ms: u64,
 }
 
 impl RoundData {
@@ -37,7 +37,7 @@ impl RoundData {
                 .filter(|t| !t.facts.is_empty())
                 .map(|t| (t.url.clone(), t.facts.clone()))
                 .collect(),
-            now: snapshot.unix_time,
+            now_ms: snapshot.unix_ms,
         }
     }
 }

@@ -253,14 +253,14 @@ impl host_api::Host for HostState {
             wit::Aggregate::Delta => A::Delta,
         };
         let h = self.round.history.as_ref()?;
-        h.aggregate(&target, &series_name(series), seconds, agg, self.round.now)
+        h.aggregate(&target, &series_name(series), seconds, agg, self.round.now_ms)
     }
 
     fn history_points(&mut self, target: String, series: wit::Series, seconds: u32, max_points: u32) -> Vec<wit::Point> {
         let Some(h) = self.round.history.as_ref() else { return Vec::new() };
-        h.points(&target, &series_name(series), seconds, max_points as usize, self.round.now)
+        h.points(&target, &series_name(series), seconds, max_points as usize, self.round.now_ms)
             .into_iter()
-            .map(|(unix_time, value)| wit::Point { unix_time, value })
+            .map(|(ms, value)| wit::Point { unix_time: ms / 1000, value })
             .collect()
     }
 
@@ -811,9 +811,9 @@ mod tests {
         for i in 0..1200u64 {
             let mut report = model_report("t1");
             report.metrics.cpu.used_percent = (i % 100) as f64;
-            history.record(&crate::model::Snapshot { round: i, unix_time: 4 * i, targets: vec![report] });
+            history.record(&crate::model::Snapshot { round: i, unix_ms: 4000 * i, targets: vec![report] });
         }
-        let round = Arc::new(RoundData { history: Some(history), facts: Default::default(), now: 4 * 1199 });
+        let round = Arc::new(RoundData { history: Some(history), facts: Default::default(), now_ms: 4000 * 1199 });
         let (r, state) = sb.evaluate_with(&c, &ctx(config(&[])), &snap(vec![target("t1", 50.0)]), &[], round, RuleState::default());
         let ev = r.unwrap();
         let stored: usize = ev[0].subject.trim_start_matches("stored ").parse().unwrap();
