@@ -33,6 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/rules/{name}"),
     ("DELETE", "/api/v1/rules/{name}"),
     ("POST", "/api/v1/rules/{name}/backtest"),
+    ("GET", "/api/v1/rules/{name}/state"),
 ];
 
 pub fn document() -> Response<Body> {

@@ -26,6 +26,22 @@ pub struct RulesApi {
 pub async fn handle(req: Request<Incoming>, state: &AppState) -> Response<Body> {
     let path = req.uri().path().to_string();
     let name = path.strip_prefix("/api/v1/rules").unwrap_or_default().trim_start_matches('/').to_string();
+    if let Some(rule) = name.strip_suffix("/state") {
+        return match req.method() {
+            _ if !valid_name(rule) => {
+                json_error(StatusCode::BAD_REQUEST, "rule names are 1-64 lowercase letters, digits, '-' or '_'")
+            }
+            &Method::GET => match state.rules.engine.rule_state(rule) {
+                Some(s) => json(
+                    StatusCode::OK,
+                    serde_json::json!({ "success": true, "data": { "bytes": s.bytes(), "values": s.values() } })
+                        .to_string(),
+                ),
+                None => json_error(StatusCode::NOT_FOUND, "no rule of that name has state"),
+            },
+            _ => method_not_allowed("GET"),
+        };
+    }
     if let Some(rule) = super::history_api::is_backtest(&name) {
         return match req.method() {
             _ if !valid_name(rule) => {

@@ -172,6 +172,8 @@ pub struct RuleStatus {
     pub events_truncated: u64,
     pub over_firing_limit: u64,
     pub skipped_over_budget: u64,
+    /// Bytes of the rule's own state (`GET /api/v1/rules/NAME/state` shows it).
+    pub state_bytes: usize,
     pub loaded_at: String,
     pub config: BTreeMap<String, String>,
     pub info: RuleInfo,
@@ -797,6 +799,8 @@ impl RuleEngine {
 
     pub fn status(&self) -> Vec<RuleStatus> {
         let slots = self.slots();
+        let state_bytes: HashMap<String, usize> =
+            lock(&self.states).iter().map(|(rule, s)| (rule.clone(), s.state.bytes())).collect();
         let alerts = lock(&self.alerts);
         let max_firing = self.sandbox.limits.max_firing;
         slots
@@ -832,6 +836,7 @@ impl RuleEngine {
                     events_truncated: st.events_truncated,
                     over_firing_limit: st.over_firing_limit,
                     skipped_over_budget: st.skipped_over_budget,
+                    state_bytes: state_bytes.get(&*s.ctx.name).copied().unwrap_or(0),
                     loaded_at: crate::model::rfc3339_utc(s.loaded_at),
                     config: s.ctx.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                     info: s.compiled.info.clone(),

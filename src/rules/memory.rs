@@ -85,6 +85,10 @@ impl RuleState {
         self.bytes
     }
 
+    pub fn values(&self) -> &BTreeMap<String, String> {
+        &self.map
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.map).unwrap_or_default()
     }
