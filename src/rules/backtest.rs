@@ -143,3 +143,7 @@ pub fn render(o: &Outcome) -> String {
     ));
     s
 }
+
+#[cfg(test)]
+#[path = "backtest_tests.rs"]
+mod tests;

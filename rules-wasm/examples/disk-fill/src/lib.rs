@@ -12,6 +12,15 @@ use monserv_rule_sdk::*;
 
 struct DiskFill;
 
+/// Hours as people read them: `3.2 h`, or `12.5 min` under an hour.
+fn when(hours: f64) -> String {
+    if hours >= 1.0 {
+        format!("{hours:.1} h")
+    } else {
+        format!("{:.1} min", hours * 60.0)
+    }
+}
+
 impl Guest for DiskFill {
     fn describe() -> RuleInfo {
         RuleInfo {
@@ -50,19 +59,19 @@ impl Guest for DiskFill {
                 if left < hours {
                     events.push(alert(
                         key,
-                        format!("[ALERT] {} {} full in {:.1} h", m.hostname, d.mountpoint, left),
+                        format!("[ALERT] {} {} full in {}", m.hostname, d.mountpoint, when(left)),
                         format!(
-                            "{} on {} will be full in about {:.1} hours: {} free, growing {}/h over the last {} min",
+                            "{} on {} will be full in about {}: {} free, growing {}/h over the last {} min",
                             d.mountpoint,
                             m.hostname,
-                            left,
+                            when(left),
                             bytes(d.free as f64),
                             bytes(slope * 3600.0),
                             window / 60
                         ),
                     ));
                 } else if active.contains(&key) && left > recover {
-                    let why = if left.is_finite() { format!("full in {left:.1} h") } else { "not growing".to_string() };
+                    let why = if left.is_finite() { format!("full in {}", when(left)) } else { "not growing".to_string() };
                     events.push(recovery(
                         key,
                         format!("[RECOVERED] {} {} fill", m.hostname, d.mountpoint),
