@@ -140,7 +140,11 @@ impl Wanted {
         all.sort();
         all.dedup();
         if all.len() > MAX_TOTAL {
-            tracing::warn!(wanted = all.len(), max = MAX_TOTAL, "rules want more facts than are collected; the rest are unknown");
+            tracing::warn!(
+                wanted = all.len(),
+                max = MAX_TOTAL,
+                "rules want more facts than are collected; the rest are unknown"
+            );
             all.truncate(MAX_TOTAL);
         }
         *union = all.into();

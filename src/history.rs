@@ -527,7 +527,11 @@ impl ExportTarget {
             },
             disks,
             top_procs_by_mem: Vec::new(),
-            cpu: Cpu { cores: u("cpu.cores") as u32, used_percent: n("cpu.used_percent"), model_name: self.meta.cpu_model.clone() },
+            cpu: Cpu {
+                cores: u("cpu.cores") as u32,
+                used_percent: n("cpu.used_percent"),
+                model_name: self.meta.cpu_model.clone(),
+            },
             generated_at_utc: crate::model::rfc3339_utc(std::time::UNIX_EPOCH + Duration::from_millis(t)),
             status: HostStatus::Online,
             error: None,

@@ -119,10 +119,16 @@ fn export_replays_the_rounds_it_was_recorded_from() {
     for (r, l) in replayed.iter().zip(&live) {
         assert_eq!(r.unix_ms, l.unix_ms);
         for (rt, lt) in r.targets.iter().zip(&l.targets) {
-            assert_eq!((rt.url.as_str(), rt.status, rt.consecutive_failures), (lt.url.as_str(), lt.status, lt.consecutive_failures));
+            assert_eq!(
+                (rt.url.as_str(), rt.status, rt.consecutive_failures),
+                (lt.url.as_str(), lt.status, lt.consecutive_failures)
+            );
             assert_eq!(rt.last_error_kind, lt.last_error_kind);
             if lt.status == HostStatus::Online {
-                assert_eq!(serde_json::to_value(&rt.metrics.disks).unwrap(), serde_json::to_value(&lt.metrics.disks).unwrap());
+                assert_eq!(
+                    serde_json::to_value(&rt.metrics.disks).unwrap(),
+                    serde_json::to_value(&lt.metrics.disks).unwrap()
+                );
                 assert_eq!(rt.metrics.cpu.used_percent, lt.metrics.cpu.used_percent);
                 assert_eq!(rt.metrics.memory.used, lt.metrics.memory.used);
                 assert_eq!(rt.facts, lt.facts);

@@ -127,7 +127,12 @@ mod tests {
     use crate::collect::FsFilter;
 
     fn spec() -> SampleSpec {
-        SampleSpec { top_n: 3, fs_filter: FsFilter::new(&[]), max_output_bytes: 1 << 20, facts: std::sync::Arc::from([]) }
+        SampleSpec {
+            top_n: 3,
+            fs_filter: FsFilter::new(&[]),
+            max_output_bytes: 1 << 20,
+            facts: std::sync::Arc::from([]),
+        }
     }
 
     #[tokio::test]

@@ -27,11 +27,10 @@ fn parse_query(query: Option<&str>, window_minutes: u64) -> Result<(u64, Vec<Str
         let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
         match k {
             "minutes" => {
-                minutes = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|m| (1..=window_minutes.max(1)).contains(m))
-                    .ok_or(format!("minutes must be a whole number from 1 to {window_minutes} (the history window)"))?
+                minutes =
+                    v.parse::<u64>().ok().filter(|m| (1..=window_minutes.max(1)).contains(m)).ok_or(format!(
+                        "minutes must be a whole number from 1 to {window_minutes} (the history window)"
+                    ))?
             }
             "target" => targets.push(v),
             _ => {}

@@ -112,7 +112,8 @@ pub fn backtest(
     history: &Path,
     set: &[(String, String)],
 ) -> Result<String, String> {
-    let bytes = crate::store::read_regular(history, MAX_HISTORY_BYTES).map_err(|e| format!("{}: {e}", history.display()))?;
+    let bytes =
+        crate::store::read_regular(history, MAX_HISTORY_BYTES).map_err(|e| format!("{}: {e}", history.display()))?;
     let export = crate::history::Export::parse(&bytes).map_err(|e| format!("{}: {e}", history.display()))?;
     let l = load(rule, settings_file, set)?;
     let window = std::time::Duration::from_secs(export.window_seconds.max(60));

@@ -289,7 +289,9 @@ impl RuleEngine {
                             Ok(state) => {
                                 states.insert(rule, StateSlot { state, dirty: false, saved_at: None });
                             }
-                            Err(e) => tracing::warn!(rule, error = %e, "unreadable rule state; the rule starts without"),
+                            Err(e) => {
+                                tracing::warn!(rule, error = %e, "unreadable rule state; the rule starts without")
+                            }
                         }
                     }
                 }
@@ -354,7 +356,9 @@ impl RuleEngine {
         let mut states = lock(&self.states);
         states
             .iter_mut()
-            .filter(|(_, s)| s.dirty && (force || s.saved_at.is_none_or(|at| now.duration_since(at) >= STATE_SAVE_EVERY)))
+            .filter(|(_, s)| {
+                s.dirty && (force || s.saved_at.is_none_or(|at| now.duration_since(at) >= STATE_SAVE_EVERY))
+            })
             .map(|(rule, s)| {
                 s.dirty = false;
                 s.saved_at = Some(now);
@@ -459,7 +463,8 @@ impl RuleEngine {
         let previous = self.rules.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
         // The same rule keeps its log budget across versions.
         let log = previous.as_ref().map(|p| p.ctx.log.clone()).unwrap_or_default();
-        let mut ctx = RuleCtx { name: name.into(), config: Arc::new(settings.values.clone()), log, needs: Arc::from([]) };
+        let mut ctx =
+            RuleCtx { name: name.into(), config: Arc::new(settings.values.clone()), log, needs: Arc::from([]) };
         let sandbox = self.sandbox.clone();
         let trial_snapshot = lock(&self.latest).clone();
         let active = lock(&self.alerts).active_keys(name);
@@ -472,29 +477,31 @@ impl RuleEngine {
         let hold_for = settings.hold_for;
         let file = settings.file.clone();
         let source_kind = source.clone();
-        let (compiled, needs) = tokio::task::spawn_blocking(move || -> Result<(Compiled, Arc<[crate::facts::Fact]>), InstallError> {
-            let mut compiled = match same_code {
-                Some(c) => c,
-                None => sandbox.compile(&bytes)?,
-            };
-            check_settings(&trial_ctx.name, &compiled.info, &settings)?;
-            // What it needs may depend on its settings: ask again with them.
-            compiled.info = sandbox.describe_with(&compiled, &trial_ctx)?;
-            let needs: Arc<[crate::facts::Fact]> = compiled.info.needs.clone().into();
-            let trial_ctx = RuleCtx { needs: needs.clone(), ..trial_ctx };
-            // Before the first round, an expression rule still gets its condition
-            // checked (on an empty snapshot); other rules wait for real data.
-            let empty = || Arc::new(wit::Snapshot { round: 0, unix_time: 0, targets: vec![] });
-            let snap = trial_snapshot.or_else(|| (source_kind == Source::Expression).then(empty));
-            if let Some(snap) = snap {
-                // On a copy of its state: a trial changes nothing.
-                let (result, _) = sandbox.evaluate_with(&compiled, &trial_ctx, &snap, &active, trial_round, trial_state);
-                result.map_err(|e| trial_error(e, file.as_ref()))?;
-            }
-            Ok((compiled, needs))
-        })
-        .await
-        .map_err(|e| InstallError::Task(e.to_string()))??;
+        let (compiled, needs) =
+            tokio::task::spawn_blocking(move || -> Result<(Compiled, Arc<[crate::facts::Fact]>), InstallError> {
+                let mut compiled = match same_code {
+                    Some(c) => c,
+                    None => sandbox.compile(&bytes)?,
+                };
+                check_settings(&trial_ctx.name, &compiled.info, &settings)?;
+                // What it needs may depend on its settings: ask again with them.
+                compiled.info = sandbox.describe_with(&compiled, &trial_ctx)?;
+                let needs: Arc<[crate::facts::Fact]> = compiled.info.needs.clone().into();
+                let trial_ctx = RuleCtx { needs: needs.clone(), ..trial_ctx };
+                // Before the first round, an expression rule still gets its condition
+                // checked (on an empty snapshot); other rules wait for real data.
+                let empty = || Arc::new(wit::Snapshot { round: 0, unix_time: 0, targets: vec![] });
+                let snap = trial_snapshot.or_else(|| (source_kind == Source::Expression).then(empty));
+                if let Some(snap) = snap {
+                    // On a copy of its state: a trial changes nothing.
+                    let (result, _) =
+                        sandbox.evaluate_with(&compiled, &trial_ctx, &snap, &active, trial_round, trial_state);
+                    result.map_err(|e| trial_error(e, file.as_ref()))?;
+                }
+                Ok((compiled, needs))
+            })
+            .await
+            .map_err(|e| InstallError::Task(e.to_string()))??;
         let info = compiled.info.clone();
         ctx.needs = needs;
         self.wanted.set(name, &ctx.needs);
@@ -544,10 +551,7 @@ impl RuleEngine {
         candidate: Option<(Vec<u8>, RuleSettings)>,
         seconds: u64,
     ) -> Result<super::backtest::Outcome, InstallError> {
-        let history = self
-            .history
-            .clone()
-            .ok_or_else(|| InstallError::Task("this monserv keeps no history".into()))?;
+        let history = self.history.clone().ok_or_else(|| InstallError::Task("this monserv keeps no history".into()))?;
         let loaded = self.rules.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
         let sandbox = self.sandbox.clone();
         let code = candidate.as_ref().map(|(b, _)| crate::model::fnv1a(b));
@@ -569,7 +573,8 @@ impl RuleEngine {
                     (compiled, ctx, settings.hold_for)
                 }
             };
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             let export = history.export(None, seconds, now);
             // A fresh log budget: a backtest's log lines must not eat the live rule's.
             let ctx = RuleCtx { log: Arc::default(), ..ctx };
@@ -675,8 +680,14 @@ impl RuleEngine {
                     } else if now.duration_since(started) >= limits.round_budget {
                         Outcome::OverBudget
                     } else {
-                        let (result, after) =
-                            sandbox.evaluate_with(&slot.compiled, &slot.ctx, &snap, &active, round.clone(), state.clone());
+                        let (result, after) = sandbox.evaluate_with(
+                            &slot.compiled,
+                            &slot.ctx,
+                            &snap,
+                            &active,
+                            round.clone(),
+                            state.clone(),
+                        );
                         let result = result.map(|events| output::sanitize(events, &targets, &limits));
                         // Kept only if the evaluation succeeded and changed it.
                         let changed = (result.is_ok() && after != state).then_some(after);

@@ -92,11 +92,11 @@ const MAX_LOG_LINES: u32 = 20;
 
 use super::compiler::{self, ChildError};
 use super::memory::{RoundData, RuleState};
-use crate::facts::{Fact, FactValue};
 use super::rule_log::{self, RuleLog};
 pub use super::settings::SettingKind;
 use crate::config::CompileIn;
 pub use crate::config::RuleLimits as Limits;
+use crate::facts::{Fact, FactValue};
 
 /// Why a component could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -256,7 +256,13 @@ impl host_api::Host for HostState {
         h.aggregate(&target, &series_name(series), seconds, agg, self.round.now_ms)
     }
 
-    fn history_points(&mut self, target: String, series: wit::Series, seconds: u32, max_points: u32) -> Vec<wit::Point> {
+    fn history_points(
+        &mut self,
+        target: String,
+        series: wit::Series,
+        seconds: u32,
+        max_points: u32,
+    ) -> Vec<wit::Point> {
         let Some(h) = self.round.history.as_ref() else { return Vec::new() };
         h.points(&target, &series_name(series), seconds, max_points as usize, self.round.now_ms)
             .into_iter()
@@ -471,7 +477,13 @@ impl Sandbox {
         self.store_with(ctx, needs, Arc::default(), RuleState::default())
     }
 
-    fn store_with(&self, ctx: RuleCtx, needs: Arc<[Fact]>, round: Arc<RoundData>, state: RuleState) -> Store<HostState> {
+    fn store_with(
+        &self,
+        ctx: RuleCtx,
+        needs: Arc<[Fact]>,
+        round: Arc<RoundData>,
+        state: RuleState,
+    ) -> Store<HostState> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .memories(4)
@@ -814,7 +826,8 @@ mod tests {
             history.record(&crate::model::Snapshot { round: i, unix_ms: 4000 * i, targets: vec![report] });
         }
         let round = Arc::new(RoundData { history: Some(history), facts: Default::default(), now_ms: 4000 * 1199 });
-        let (r, state) = sb.evaluate_with(&c, &ctx(config(&[])), &snap(vec![target("t1", 50.0)]), &[], round, RuleState::default());
+        let (r, state) =
+            sb.evaluate_with(&c, &ctx(config(&[])), &snap(vec![target("t1", 50.0)]), &[], round, RuleState::default());
         let ev = r.unwrap();
         let stored: usize = ev[0].subject.trim_start_matches("stored ").parse().unwrap();
         assert!(stored > 0 && stored < 64, "{}", ev[0].subject);

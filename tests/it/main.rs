@@ -17,6 +17,7 @@ mod failures;
 mod fleet;
 mod notify;
 mod perimeter;
+mod remember;
 mod rest;
 mod rules;
 mod silence;

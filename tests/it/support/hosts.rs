@@ -188,6 +188,36 @@ impl BusyBoxHost {
     pub fn url(&self) -> String {
         format!("ssh://{}:{}@127.0.0.1:{}", fixtures::BB_USER, fixtures::BB_PASSWORD, self.port)
     }
+
+    /// Run `program` (a path inside the chroot) inside this host's namespaces, as
+    /// its own processes see it. Returns the `nsenter` process; the program is its
+    /// child (see [`kill_children_named`]).
+    pub fn run_inside(&self, program: &str) -> Child {
+        let unshare = self.child.as_ref().expect("host running").id();
+        let children = fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap_or_default();
+        let inner: u32 = children.split_whitespace().next().and_then(|p| p.parse().ok()).expect("dropbear pid");
+        Command::new("nsenter")
+            .args(["-t", &inner.to_string(), "--pid", "--mount", "--uts", "--root", "--wd", program])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nsenter")
+    }
+}
+
+/// Kill (SIGKILL) the children of `parent` whose name (`comm`) is `name`.
+pub fn kill_children_named(parent: u32, name: &str) {
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // pid (comm) state ppid ...
+        let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") ")) else { continue };
+        let ppid: u32 = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if comm == name && ppid == parent {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+    }
 }
 
 impl Drop for BusyBoxHost {
