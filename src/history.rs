@@ -71,20 +71,79 @@ struct Meta {
     disks: BTreeMap<String, (String, String)>,
 }
 
+/// One series' values. Many never change within the window (totals, core counts,
+/// an idle disk): those cost one value, not one per sample, until they change.
+#[derive(Debug)]
+enum Ring {
+    Same { value: f64, len: usize },
+    Each(VecDeque<f64>),
+}
+
+impl Ring {
+    /// Bytes of values held (the ring's own header aside).
+    fn bytes(&self) -> usize {
+        match self {
+            Ring::Same { .. } => 0,
+            Ring::Each(v) => v.capacity() * 8,
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<f64> {
+        match self {
+            Ring::Same { value, len } => (i < *len).then_some(*value),
+            Ring::Each(v) => v.get(i).copied(),
+        }
+    }
+
+    fn push(&mut self, x: f64) {
+        match self {
+            // NaN == NaN here: "no value" repeated is still the same.
+            Ring::Same { value, len } if value.to_bits() == x.to_bits() || *len == 0 => {
+                *value = x;
+                *len += 1;
+            }
+            Ring::Same { value, len } => {
+                let mut v = VecDeque::with_capacity(*len + 1);
+                v.resize(*len, *value);
+                v.push_back(x);
+                *self = Ring::Each(v);
+            }
+            Ring::Each(v) => v.push_back(x),
+        }
+    }
+
+    fn pop_front(&mut self) {
+        match self {
+            Ring::Same { len, .. } => *len = len.saturating_sub(1),
+            Ring::Each(v) => {
+                v.pop_front();
+            }
+        }
+    }
+
+    fn has_values(&self) -> bool {
+        match self {
+            Ring::Same { value, len } => *len > 0 && !value.is_nan(),
+            Ring::Each(v) => v.iter().any(|x| !x.is_nan()),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct TargetHistory {
     meta: Meta,
     /// Milliseconds since the epoch.
     times: VecDeque<u64>,
-    /// Consecutive failures at each sample (0: online) and why the last poll failed.
+    /// Consecutive failures at each sample (0: online) and why the last poll failed
+    /// (an index into `KINDS` plus one; 0 for none).
     failures: VecDeque<u32>,
-    errors: VecDeque<Option<Arc<str>>>,
+    errors: VecDeque<u8>,
     /// Each as long as `times`; NaN where the series had no value.
-    series: BTreeMap<Arc<str>, VecDeque<f64>>,
+    series: BTreeMap<Arc<str>, Ring>,
 }
 
 impl TargetHistory {
-    fn push(&mut self, t: u64, failures: u32, error: Option<Arc<str>>, values: Vec<(String, f64)>, capacity: usize) {
+    fn push(&mut self, t: u64, failures: u32, error: Option<&str>, values: Vec<(String, f64)>, capacity: usize) {
         if self.times.len() >= capacity {
             self.times.pop_front();
             self.failures.pop_front();
@@ -93,24 +152,20 @@ impl TargetHistory {
                 s.pop_front();
             }
             // A series with nothing left in the window (a disk unmounted an hour ago) goes.
-            self.series.retain(|_, s| s.iter().any(|v| !v.is_nan()));
+            self.series.retain(|_, s| s.has_values());
         }
         let len = self.times.len();
         self.times.push_back(t);
         self.failures.push_back(failures);
-        self.errors.push_back(error);
-        for s in self.series.values_mut() {
-            s.push_back(f64::NAN);
+        self.errors.push_back(error.map_or(0, kind_index));
+        let mut values: HashMap<String, f64> = values.into_iter().collect();
+        for (name, ring) in self.series.iter_mut() {
+            ring.push(values.remove(&**name).unwrap_or(f64::NAN));
         }
         for (name, v) in values {
-            let ring = self.series.entry(name.into()).or_insert_with(|| {
-                let mut r = VecDeque::with_capacity(capacity.min(64));
-                r.resize(len + 1, f64::NAN);
-                r
-            });
-            if let Some(last) = ring.back_mut() {
-                *last = v;
-            }
+            let mut ring = Ring::Same { value: f64::NAN, len };
+            ring.push(v);
+            self.series.insert(name.into(), ring);
         }
     }
 
@@ -201,7 +256,7 @@ impl History {
             }
             let values = if online { series_of(t) } else { Vec::new() };
             let failures = if online { 0 } else { t.consecutive_failures.max(1) };
-            h.push(now, failures, t.last_error_kind.map(Arc::from), values, capacity);
+            h.push(now, failures, t.last_error_kind, values, capacity);
         }
     }
 
@@ -213,7 +268,7 @@ impl History {
         let h = all.get(target)?;
         let ring = h.series.get(series)?;
         let range = h.window(seconds, now);
-        let points = range.clone().filter_map(|i| Some((h.times[i], *ring.get(i)?))).filter(|(_, v)| !v.is_nan());
+        let points = range.clone().filter_map(|i| Some((h.times[i], ring.get(i)?))).filter(|(_, v)| !v.is_nan());
         aggregate(points, agg)
     }
 
@@ -227,7 +282,7 @@ impl History {
         };
         let pts: Vec<(u64, f64)> = h
             .window(seconds, now)
-            .filter_map(|i| Some((h.times[i], *ring.get(i)?)))
+            .filter_map(|i| Some((h.times[i], ring.get(i)?)))
             .filter(|(_, v)| !v.is_nan())
             .collect();
         let max = max_points.clamp(1, MAX_QUERY_POINTS);
@@ -239,12 +294,21 @@ impl History {
             .collect()
     }
 
-    /// Samples and series kept (for the benchmarks and `GET /api/v1/history`).
+    /// Samples kept, and the bytes they take (times, failures, values, and each
+    /// series' header and name): the benchmarks' "memory per host per hour".
     pub fn footprint(&self) -> (usize, usize) {
         let all = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let samples = all.values().map(|h| h.times.len()).sum();
-        let values = all.values().map(|h| h.series.len() * h.times.len()).sum();
-        (samples, values)
+        let bytes = all
+            .values()
+            .map(|h| {
+                h.times.capacity() * 8
+                    + h.failures.capacity() * 4
+                    + h.errors.capacity()
+                    + h.series.iter().map(|(name, r)| r.bytes() + name.len() + 64).sum::<usize>()
+            })
+            .sum();
+        (samples, bytes)
     }
 
     /// The last `seconds` before `now_ms` (of `targets`, or all) as the export document.
@@ -264,12 +328,12 @@ impl History {
                     meta: h.meta.clone(),
                     times_ms: h.times.range(range.clone()).copied().collect(),
                     failures: h.failures.range(range.clone()).copied().collect(),
-                    errors: h.errors.range(range.clone()).map(|e| e.as_deref().map(str::to_string)).collect(),
+                    errors: h.errors.range(range.clone()).map(|&e| kind_name(e).map(str::to_string)).collect(),
                     series: h
                         .series
                         .iter()
                         .map(|(name, ring)| {
-                            let values = ring.range(range.clone()).map(|v| (!v.is_nan()).then_some(*v)).collect();
+                            let values = range.clone().map(|i| ring.get(i).filter(|v| !v.is_nan())).collect();
                             (name.to_string(), values)
                         })
                         .collect(),
@@ -454,25 +518,35 @@ impl Export {
     }
 }
 
-/// Error kinds are a fixed set of names (`CollectError::kind`); anything else in a
-/// file reads as `other`.
+/// Error kinds are a fixed set of names (`CollectError::kind`); anything else reads
+/// as `other`.
+const KINDS: [&str; 14] = [
+    "connect",
+    "host_key_changed",
+    "host_key_unknown",
+    "host_key_check",
+    "auth",
+    "ssh",
+    "timeout",
+    "output_too_large",
+    "parse",
+    "remote",
+    "http",
+    "local",
+    "backoff",
+    "other",
+];
+
 fn static_kind(kind: &str) -> &'static str {
-    const KINDS: [&str; 13] = [
-        "connect",
-        "host_key_changed",
-        "host_key_unknown",
-        "host_key_check",
-        "auth",
-        "ssh",
-        "timeout",
-        "output_too_large",
-        "parse",
-        "remote",
-        "http",
-        "local",
-        "backoff",
-    ];
     KINDS.iter().find(|k| **k == kind).copied().unwrap_or("other")
+}
+
+fn kind_index(kind: &str) -> u8 {
+    KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len() - 1) as u8 + 1
+}
+
+fn kind_name(index: u8) -> Option<&'static str> {
+    index.checked_sub(1).and_then(|i| KINDS.get(i as usize)).copied()
 }
 
 impl ExportTarget {
