@@ -85,6 +85,16 @@ async fn main() {
                 }
             }
         }
+        Some("rules-history") => {
+            for n in numbers() {
+                rules_history(n).await
+            }
+        }
+        Some("poll-facts") => {
+            for n in numbers() {
+                poll_with(n, true).await
+            }
+        }
         Some("fleet") => {
             for n in numbers() {
                 fleet(n).await
@@ -95,11 +105,11 @@ async fn main() {
         Some("cadence") => cadence(&args[1], args[2].parse().unwrap()).await,
         Some("poll") => {
             for n in numbers() {
-                poll(n).await
+                poll_with(n, false).await
             }
         }
         _ => eprintln!(
-            "usage: bench fanout N... | fleet TARGETS... | idle-rss N... | idle-rss-tls N... | tls-handshake N... | poll TARGETS... | rules HOSTS... | swap | compile-bomb SHAPE | cadence WS_URL SECONDS"
+            "usage: bench fanout N... | fleet TARGETS... | rules-history HOSTS... | poll-facts TARGETS... | idle-rss N... | idle-rss-tls N... | tls-handshake N... | poll TARGETS... | rules HOSTS... | swap | compile-bomb SHAPE | cadence WS_URL SECONDS"
         ),
     }
 }
@@ -304,12 +314,31 @@ fn self_cpu() -> f64 {
     t(u.user_time()) + t(u.system_time())
 }
 
-/// N sessions to one real sshd; ROUNDS polls of all of them at once.
-async fn poll(targets: usize) {
+/// N sessions to one real sshd; ROUNDS polls of all of them at once; with `facts`,
+/// each poll also answers three declared facts (a process count, a file age, a
+/// unit state), as a rule needing them would ask.
+async fn poll_with(targets: usize, facts: bool) {
     let sshd = support::Sshd::start();
     let dir = tempfile::tempdir().unwrap();
     let kh = Arc::new(known_hosts::KnownHosts::new(dir.path().join("known_hosts"), known_hosts::HostKeyPolicy::Tofu));
-    let spec = SampleSpec { top_n: 5, fs_filter: FsFilter::new(&[]), max_output_bytes: 1 << 20 };
+    use monserv::facts::Fact;
+    // BENCH_FACTS=process,file,unit picks which (default: all three).
+    let which = std::env::var("BENCH_FACTS").unwrap_or_else(|_| "process,file,unit".into());
+    let wanted: Arc<[Fact]> = if facts {
+        let mut v = Vec::new();
+        for w in which.split(',') {
+            match w {
+                "process" => v.push(Fact::ProcessCount("sshd".into())),
+                "file" => v.push(Fact::FileAge("/etc/hostname".into())),
+                "unit" => v.push(Fact::UnitState("ssh.service".into())),
+                other => panic!("BENCH_FACTS: {other}?"),
+            }
+        }
+        v.into()
+    } else {
+        Arc::from([])
+    };
+    let spec = SampleSpec { top_n: 5, fs_filter: FsFilter::new(&[]), max_output_bytes: 1 << 20, facts: wanted };
     let TargetKind::Ssh(ssh) = parse_target(&sshd.url_password(), None).unwrap().kind else { unreachable!() };
     let mut collectors: Vec<SshCollector> = (0..targets)
         .map(|_| {
@@ -346,7 +375,8 @@ async fn poll(targets: usize) {
     per_host.sort();
     rounds.sort();
     println!(
-        "| poll | {targets} targets | per host p50 {} p99 {} | round p50 {} | monserv CPU {} per host-poll | target CPU {} per host-poll | logins {} |",
+        "| poll{} | {targets} targets | per host p50 {} p99 {} | round p50 {} | monserv CPU {} per host-poll | target CPU {} per host-poll | logins {} |",
+        if facts { format!(" with facts {which}") } else { String::new() },
         ms(percentile(&per_host, 0.5)),
         ms(percentile(&per_host, 0.99)),
         ms(percentile(&rounds, 0.5)),
@@ -403,6 +433,72 @@ async fn rules(hosts: usize, expression: Option<(&str, &str)>) {
         status.last_eval_micros,
         ms(percentile(&compile, 0.5))
     );
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+}
+
+/// Rules with history queries on N hosts with an hour of history each (900 rounds
+/// at 4 s): disk-fill (a count and a slope per disk) and sustained-cpu (an hour's
+/// CPU points per host, bucketed by minute), and the history's memory per host-hour.
+async fn rules_history(hosts: usize) {
+    use monserv::history::{History, Sizing};
+    use monserv::rules::{sandbox::Sandbox, Limits, RuleEngine, RuleSettings, Source};
+    let mut snapshot = support::snapshot_of_hosts(hosts).await;
+    let history = Arc::new(History::new(Sizing { window: Duration::from_secs(3600), interval: Duration::from_secs(4) }));
+    let t0 = 1_764_000_000_000u64;
+    let rss0 = rss_bytes();
+    let fill = Instant::now();
+    let round = |i: u64, snapshot: &mut monserv::model::Snapshot| {
+        snapshot.round = i + 1;
+        snapshot.unix_ms = t0 + i * 4000;
+        for (n, t) in snapshot.targets.iter_mut().enumerate() {
+            // Values that change every round, as a busy host's do.
+            t.metrics.cpu.used_percent = ((i + n as u64) % 100) as f64;
+            t.metrics.memory.used = (4u64 << 30) + i * 4096;
+            t.metrics.uptime_seconds = 100_000 + i * 4;
+            if let Some(d) = t.metrics.disks.first_mut() {
+                d.used += 1 << 20;
+                d.free -= 1 << 20;
+            }
+        }
+    };
+    for i in 0..900 {
+        round(i, &mut snapshot);
+        history.record(&snapshot);
+    }
+    let (samples, bytes) = history.footprint();
+    let rss = rss_bytes().saturating_sub(rss0);
+    println!(
+        "| history | {hosts} hosts | {samples} samples | {} KiB per host-hour counted, {} KiB by RSS | filled in {} |",
+        bytes / hosts / 1024,
+        rss / hosts as u64 / 1024,
+        ms(fill.elapsed())
+    );
+    for rule in ["disk-fill", "sustained-cpu"] {
+        let engine = RuleEngine::new(Sandbox::new(Limits::default()).unwrap()).with_history(history.clone());
+        let code = support::dist(&format!("examples/{rule}.wasm"));
+        engine.install(rule, code, RuleSettings::default(), Source::File).await.unwrap();
+        let mut times = Vec::new();
+        for i in 900..1100u64 {
+            round(i, &mut snapshot);
+            history.record(&snapshot);
+            let t = Instant::now();
+            engine.evaluate_round(&snapshot).await;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let status = &engine.status()[0];
+        println!(
+            "| {rule} | {hosts} hosts | round p50 {} | p99 {} | rule alone (last) {} us | failures {} |",
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.99)),
+            status.last_eval_micros,
+            status.failures
+        );
+    }
 }
 
 /// File lands in the rules directory -> the new version is loaded (swap count
