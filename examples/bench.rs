@@ -447,7 +447,8 @@ async fn rules_history(hosts: usize) {
     use monserv::history::{History, Sizing};
     use monserv::rules::{sandbox::Sandbox, Limits, RuleEngine, RuleSettings, Source};
     let mut snapshot = support::snapshot_of_hosts(hosts).await;
-    let history = Arc::new(History::new(Sizing { window: Duration::from_secs(3600), interval: Duration::from_secs(4) }));
+    let history =
+        Arc::new(History::new(Sizing { window: Duration::from_secs(3600), interval: Duration::from_secs(4) }));
     let t0 = 1_764_000_000_000u64;
     let rss0 = rss_bytes();
     let fill = Instant::now();

@@ -25,6 +25,7 @@ if [ -z "${MONSERV_KEEP_UNWIND:-}" ]; then
     flags_var="CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
     export "$flags_var=-C link-arg=-Wl,-T,$PWD/image/discard-eh-frame.ld ${MONSERV_EXTRA_LINK:-}"
 fi
-cargo zigbuild --locked --profile appliance --target "$zig_target" --bin monserv
+# Without `rule new`/`rule build` (the `authoring` feature): a workstation's tools.
+cargo zigbuild --locked --profile appliance --target "$zig_target" --bin monserv --no-default-features
 bin="target/$target/appliance/monserv"
 echo "built $bin: $(stat -c %s "$bin") bytes in $(( $(date +%s) - start )) s"

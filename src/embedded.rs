@@ -36,21 +36,25 @@ embedded!(
     expression_wasm,
     "expression.wasm"
 );
+#[cfg(feature = "authoring")]
 embedded!(
     /// The rule contract, vendored into scaffolds.
     rules_wit,
     "rules.wit"
 );
+#[cfg(feature = "authoring")]
 embedded!(
     /// The guest SDK's source, vendored into scaffolds.
     sdk_lib,
     "sdk-lib.rs"
 );
+#[cfg(feature = "authoring")]
 embedded!(
     /// The builder's component step, the scaffold's build tool.
     component_step,
     "component.rs"
 );
+#[cfg(feature = "authoring")]
 embedded!(
     /// `rules-wasm/Cargo.lock`: scaffolds build with the versions CI builds with.
     rules_lock,
@@ -75,10 +79,13 @@ mod tests {
         let read = |p: &str| std::fs::read(format!("{root}/{p}")).unwrap();
         assert_eq!(super::threshold_wasm(), read("rules-wasm/dist/threshold.wasm"));
         assert_eq!(super::expression_wasm(), read("rules-wasm/dist/expression.wasm"));
-        assert_eq!(super::rules_wit(), read("rules-wasm/wit/rules.wit"));
-        assert_eq!(super::sdk_lib(), read("rules-wasm/sdk/src/lib.rs"));
-        assert_eq!(super::component_step(), read("rules-wasm/builder/src/component.rs"));
-        assert_eq!(super::rules_lock(), read("rules-wasm/Cargo.lock"));
+        #[cfg(feature = "authoring")]
+        {
+            assert_eq!(super::rules_wit(), read("rules-wasm/wit/rules.wit"));
+            assert_eq!(super::sdk_lib(), read("rules-wasm/sdk/src/lib.rs"));
+            assert_eq!(super::component_step(), read("rules-wasm/builder/src/component.rs"));
+            assert_eq!(super::rules_lock(), read("rules-wasm/Cargo.lock"));
+        }
         assert_eq!(super::page_html(), read("src/http/page.html"));
         assert_eq!(super::openapi_json(), read("src/http/openapi.json"));
     }

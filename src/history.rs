@@ -404,7 +404,6 @@ pub struct Export {
 #[serde(deny_unknown_fields)]
 pub struct ExportTarget {
     pub key: String,
-    #[serde(flatten)]
     meta: Meta,
     /// Milliseconds since the epoch.
     pub times_ms: Vec<u64>,

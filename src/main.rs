@@ -14,7 +14,7 @@ use monserv::config::{Config, ProcessEnv, EXIT_CONFIG};
 use monserv::Daemon;
 
 fn rule_command(r: RuleArgs) -> ExitCode {
-    use monserv::rules::{cases, cli, scaffold};
+    use monserv::rules::{cases, cli};
     let rule = r.rule.as_deref();
     let settings = r.settings_file.as_deref();
     let result = match (r.action, rule) {
@@ -33,8 +33,14 @@ fn rule_command(r: RuleArgs) -> ExitCode {
             (None, None, None) => Err("rule test needs --snapshot, --cases or --history".into()),
         },
         (RuleAction::Snapshot, _) => snapshot(r.config.as_deref(), r.target.as_deref(), r.out.as_deref()),
-        (RuleAction::New, Some(name)) => scaffold::new(name, r.out.as_deref()),
-        (RuleAction::Build, dir) => scaffold::build(dir, r.out.as_deref()),
+        #[cfg(feature = "authoring")]
+        (RuleAction::New, Some(name)) => monserv::rules::scaffold::new(name, r.out.as_deref()),
+        #[cfg(feature = "authoring")]
+        (RuleAction::Build, dir) => monserv::rules::scaffold::build(dir, r.out.as_deref()),
+        #[cfg(not(feature = "authoring"))]
+        (RuleAction::New | RuleAction::Build, _) => Err(
+            "rule new and rule build are not in this build (the appliance's): run them on a workstation, with monserv built with default features".into(),
+        ),
         _ => Err("missing argument (see monserv --help)".into()),
     };
     match result {

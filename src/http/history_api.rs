@@ -56,7 +56,12 @@ pub async fn history(query: Option<&str>, state: &AppState) -> Response<Body> {
     let built = tokio::task::spawn_blocking(move || {
         let only = (!targets.is_empty()).then_some(targets.as_slice());
         let export = history.export(only, minutes * 60, now_ms());
-        serde_json::to_vec(&serde_json::json!({ "success": true, "data": export }))
+        // The envelope by hand: the export goes straight to bytes, not through a Value.
+        let mut body = br#"{"success":true,"data":"#.to_vec();
+        serde_json::to_writer(&mut body, &export).map(|()| {
+            body.push(b'}');
+            body
+        })
     })
     .await;
     match built {
@@ -102,7 +107,16 @@ pub async fn backtest(req: Request<Incoming>, name: &str, state: &AppState) -> R
         }
     };
     match api.engine.backtest(name, candidate, minutes * 60).await {
-        Ok(outcome) => json(StatusCode::OK, serde_json::json!({ "success": true, "data": outcome }).to_string()),
+        Ok(outcome) => {
+            let mut body = br#"{"success":true,"data":"#.to_vec();
+            match serde_json::to_writer(&mut body, &outcome) {
+                Ok(()) => {
+                    body.push(b'}');
+                    json(StatusCode::OK, body)
+                }
+                Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
         Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &format!("cannot backtest: {e}")),
     }
 }

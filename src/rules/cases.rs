@@ -4,6 +4,8 @@
 //! recoveries users should get after it. The steps run through the rule in the
 //! sandbox and through the daemon's own alert state (alert once, recover once, the
 //! `for` hold), on a simulated clock, so what passes here is what the daemon sends.
+//! A 0.3.0 rule's state is carried from step to step; its history queries and facts
+//! find nothing here (replay a recorded history with `rule test --history`).
 //!
 //! ```toml
 //! interval = "1m"                       # time between steps (default 4s)
@@ -180,6 +182,7 @@ pub fn run(rule: &Path, settings_file: Option<&Path>, cases: &Path) -> Result<(S
     let dir = cases.parent().unwrap_or(Path::new("."));
 
     let mut alerts = AlertState::default();
+    let mut state = super::memory::RuleState::default();
     let start = Instant::now();
     let (mut round, mut elapsed) = (0u64, Duration::ZERO);
     let mut failures_in_a_row: HashMap<String, u32> = HashMap::new();
@@ -209,10 +212,11 @@ pub fn run(rule: &Path, settings_file: Option<&Path>, cases: &Path) -> Result<(S
             round += 1;
             let snap = current.snapshot(round, elapsed, &mut failures_in_a_row);
             let active = alerts.active_keys(&loaded.name);
-            let events = loaded
-                .sandbox
-                .evaluate(&loaded.compiled, &ctx, &snap, &active)
-                .map_err(|e| format!("step {n}: rule {}: {e}", loaded.name))?;
+            // The rule's state is carried from step to step, as the daemon does.
+            let (result, after) =
+                loaded.sandbox.evaluate_with(&loaded.compiled, &ctx, &snap, &active, Default::default(), state.clone());
+            let events = result.map_err(|e| format!("step {n}: rule {}: {e}", loaded.name))?;
+            state = after;
             let targets = snap.targets.iter().map(|t| t.key.as_str()).collect();
             let (events, _) = super::output::sanitize(events, &targets, &loaded.sandbox.limits);
             let applied = alerts.apply(&loaded.name, events, hold_for, start + elapsed, usize::MAX);

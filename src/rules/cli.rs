@@ -149,6 +149,10 @@ pub fn check(rule: &Path, settings_file: Option<&Path>, set: &[(String, String)]
         "host: report a condition this long before it fires (90s, 2m, 1h)".into(),
     ]);
     out.push_str(&table(["setting", "accepts", "default", "meaning"], &rows));
+    if !info.needs.is_empty() {
+        let needs: Vec<String> = info.needs.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("needs (fetched from every host while loaded): {}\n", needs.join(", ")));
+    }
     if !l.settings.values.is_empty() || !l.settings.hold_for.is_zero() {
         out.push_str("in use:\n");
         let mut values: Vec<_> = l.settings.values.iter().collect();

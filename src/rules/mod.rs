@@ -24,6 +24,7 @@ pub mod output;
 pub mod rule_log;
 pub mod runner;
 pub mod sandbox;
+#[cfg(feature = "authoring")]
 pub mod scaffold;
 pub mod settings;
 pub mod validate;

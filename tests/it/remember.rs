@@ -212,6 +212,10 @@ async fn disk_fill_forecast_on_a_filling_filesystem_and_its_backtest() {
     let settings = "hours = 1\nwindow_minutes = 1\nmin_samples = 8\n";
     write_atomically(&dir.join("disk-fill.toml"), settings.as_bytes());
     write_atomically(&dir.join("disk-fill.wasm"), &dist("examples/disk-fill.wasm"));
+    // On the same real host: any minute with CPU in use counts (the machine is busy
+    // running this suite), so sustained-cpu fires from its history within seconds.
+    write_atomically(&dir.join("sustained-cpu.toml"), b"cpu_percent = 0\nminutes = 1\nat_least = 1\n");
+    write_atomically(&dir.join("sustained-cpu.wasm"), &dist("examples/sustained-cpu.wasm"));
     let key_suffix = format!("/fill/{mount}");
     let mut alert = Value::Null;
     wait_for("the disk-fill alert", Duration::from_secs(60), async || {
@@ -227,6 +231,10 @@ async fn disk_fill_forecast_on_a_filling_filesystem_and_its_backtest() {
     .await;
     stop.store(true, Ordering::Relaxed);
     let rate = writer.join().unwrap();
+    wait_for("the sustained-cpu alert", Duration::from_secs(30), async || {
+        active(d.addr, "sustained-cpu").await.iter().any(|k| k == "local/cpu-sustained")
+    })
+    .await;
     // The forecast against the truth: the free space it reports, at the rate the
     // writer really achieved. Documented error: within 25% (rules-wasm/README.md).
     let message = alert["message"].as_str().unwrap();

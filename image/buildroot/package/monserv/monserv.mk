@@ -18,7 +18,8 @@ MONSERV_CARGO_ENV = \
 	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
 	CARGO_PROFILE_RELEASE_PANIC=abort \
 	CARGO_PROFILE_RELEASE_STRIP=true
-MONSERV_CARGO_BUILD_OPTS = --bin monserv
+# Without `rule new`/`rule build`, a workstation's tools (Cargo.toml, `authoring`).
+MONSERV_CARGO_BUILD_OPTS = --bin monserv --no-default-features
 
 define MONSERV_INSTALL_CONFIG
 	$(INSTALL) -D -m 0644 $(MONSERV_PKGDIR)/monserv.toml \

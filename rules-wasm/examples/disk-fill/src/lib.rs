@@ -27,7 +27,8 @@ impl Guest for DiskFill {
             name: "disk-fill".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             config: vec![
-                number("hours", 4.0, "alert when a filesystem will be full in fewer hours than this").range(0.01, 8760.0),
+                number("hours", 4.0, "alert when a filesystem will be full in fewer hours than this")
+                    .range(0.01, 8760.0),
                 integer("window_minutes", 30, "fit the growth over this many minutes of history").range(1.0, 1440.0),
                 integer("min_samples", 10, "samples the window must hold before forecasting").range(2.0, 1000.0),
                 number("recover_factor", 1.5, "recover once the forecast is above hours x this").range(1.0, 100.0),
@@ -71,7 +72,8 @@ impl Guest for DiskFill {
                         ),
                     ));
                 } else if active.contains(&key) && left > recover {
-                    let why = if left.is_finite() { format!("full in {}", when(left)) } else { "not growing".to_string() };
+                    let why =
+                        if left.is_finite() { format!("full in {}", when(left)) } else { "not growing".to_string() };
                     events.push(recovery(
                         key,
                         format!("[RECOVERED] {} {} fill", m.hostname, d.mountpoint),

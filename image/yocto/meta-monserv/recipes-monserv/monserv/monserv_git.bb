@@ -29,6 +29,8 @@ export CARGO_PROFILE_RELEASE_OPT_LEVEL = "z"
 export CARGO_PROFILE_RELEASE_LTO = "true"
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS = "1"
 export CARGO_PROFILE_RELEASE_PANIC = "abort"
+# Without `rule new`/`rule build`, a workstation's tools (Cargo.toml, `authoring`).
+EXTRA_CARGO_FLAGS = "--no-default-features"
 
 CVE_PRODUCT = "monserv"
 
