@@ -30,6 +30,8 @@ export CARGO_PROFILE_RELEASE_LTO = "true"
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS = "1"
 export CARGO_PROFILE_RELEASE_PANIC = "abort"
 # Without `rule new`/`rule build`, a workstation's tools (Cargo.toml, `authoring`).
+# cargo.bbclass passes EXTRA_CARGO_FLAGS to `cargo build` (oelint does not know it).
+# nooelint: oelint.vars.mispell
 EXTRA_CARGO_FLAGS = "--no-default-features"
 
 CVE_PRODUCT = "monserv"
