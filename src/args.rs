@@ -42,7 +42,7 @@ Environment: the Go MonServ names (SERVERS, SERVER_PORT, ...), MONSERV_LOG, see 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Run { config: Option<PathBuf>, print_config: bool, check_config: bool },
-    Rule(RuleArgs),
+    Rule(Box<RuleArgs>),
     Help,
     Version,
 }
@@ -158,7 +158,7 @@ fn parse_rule<'a>(it: &mut impl Iterator<Item = &'a str>) -> Result<Command, Str
         RuleAction::Snapshot if r.rule.is_some() => {
             Err("rule snapshot takes no file (it prints JSON; use --target URL for a remote host)".into())
         }
-        _ => Ok(Command::Rule(r)),
+        _ => Ok(Command::Rule(Box::new(r))),
     }
 }
 
@@ -185,42 +185,46 @@ mod tests {
         assert_eq!(p(&["-V"]).unwrap(), Command::Version);
         assert_eq!(
             p(&["rule", "check", "r.wasm"]).unwrap(),
-            Command::Rule(RuleArgs { rule: Some("r.wasm".into()), ..RuleArgs::default() })
+            Command::Rule(Box::new(RuleArgs { rule: Some("r.wasm".into()), ..RuleArgs::default() }))
         );
         assert_eq!(
             p(&["rule", "test", "r.wasm", "--snapshot", "s.json", "--active", "a,b", "--set", "k=v=w", "--set=x=1"])
                 .unwrap(),
-            Command::Rule(RuleArgs {
+            Command::Rule(Box::new(RuleArgs {
                 action: RuleAction::Test,
                 rule: Some("r.wasm".into()),
                 snapshot: Some("s.json".into()),
                 active: vec!["a".into(), "b".into()],
                 set: vec![("k".into(), "v=w".into()), ("x".into(), "1".into())],
                 ..RuleArgs::default()
-            })
+            }))
         );
         assert_eq!(
             p(&["rule", "test", "d.toml", "--cases=t.toml", "--settings", "s.toml"]).unwrap(),
-            Command::Rule(RuleArgs {
+            Command::Rule(Box::new(RuleArgs {
                 action: RuleAction::Test,
                 rule: Some("d.toml".into()),
                 cases: Some("t.toml".into()),
                 settings_file: Some("s.toml".into()),
                 ..RuleArgs::default()
-            })
+            }))
         );
         assert_eq!(
             p(&["rule", "snapshot", "-c", "m.toml", "--target=ssh://u@h"]).unwrap(),
-            Command::Rule(RuleArgs {
+            Command::Rule(Box::new(RuleArgs {
                 action: RuleAction::Snapshot,
                 config: Some("m.toml".into()),
                 target: Some("ssh://u@h".into()),
                 ..RuleArgs::default()
-            })
+            }))
         );
         assert_eq!(
             p(&["rule", "build", "--out", "x.wasm"]).unwrap(),
-            Command::Rule(RuleArgs { action: RuleAction::Build, out: Some("x.wasm".into()), ..RuleArgs::default() })
+            Command::Rule(Box::new(RuleArgs {
+                action: RuleAction::Build,
+                out: Some("x.wasm".into()),
+                ..RuleArgs::default()
+            }))
         );
     }
 

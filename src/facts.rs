@@ -120,17 +120,24 @@ impl std::fmt::Display for Fact {
     }
 }
 
+/// What each rule wants, and their union.
+#[derive(Debug, Default)]
+struct ByRule {
+    rules: BTreeMap<String, Vec<Fact>>,
+    union: Arc<[Fact]>,
+}
+
 /// The facts the loaded rules want, by rule; read by the poll loop every round.
 #[derive(Debug, Default, Clone)]
 pub struct Wanted {
-    inner: Arc<RwLock<(BTreeMap<String, Vec<Fact>>, Arc<[Fact]>)>>,
+    inner: Arc<RwLock<ByRule>>,
 }
 
 impl Wanted {
     /// Set (or clear, with an empty list) what `rule` wants.
     pub fn set(&self, rule: &str, facts: &[Fact]) {
         let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let (by_rule, union) = &mut *guard;
+        let ByRule { rules: by_rule, union } = &mut *guard;
         if facts.is_empty() {
             by_rule.remove(rule);
         } else {
@@ -152,7 +159,7 @@ impl Wanted {
 
     /// Every fact some loaded rule wants, sorted, without duplicates.
     pub fn current(&self) -> Arc<[Fact]> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).1.clone()
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).union.clone()
     }
 }
 

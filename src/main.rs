@@ -126,7 +126,7 @@ fn main() -> ExitCode {
         Ok(Command::Run { config, print_config, check_config }) => (config, print_config, check_config),
         Ok(Command::Rule(rule)) => {
             init_logging();
-            return rule_command(rule);
+            return rule_command(*rule);
         }
         Err(e) => {
             eprintln!("monserv: {e}\n\nTry 'monserv --help'.");

@@ -668,8 +668,9 @@ impl RuleEngine {
         let run = tokio::task::spawn_blocking(move || {
             let limits = sandbox.limits;
             let targets: HashSet<&str> = snap.targets.iter().map(|t| t.key.as_str()).collect();
-            let mut order: Vec<(Arc<Slot>, (Vec<String>, RuleState))> =
-                slots.into_iter().zip(actives.into_iter().zip(before)).collect();
+            // Each rule with its firing keys and its state before the round.
+            type Turn = (Arc<Slot>, (Vec<String>, RuleState));
+            let mut order: Vec<Turn> = slots.into_iter().zip(actives.into_iter().zip(before)).collect();
             order.rotate_left(first);
             order
                 .into_iter()
