@@ -238,7 +238,7 @@ fn rule_cli(args: &[&str]) -> (i32, String, String) {
 fn rule_test_runs_example_rules_on_a_snapshot() {
     let snap = "@ROOT/tests/fixtures/snapshots/plant.json";
     let (code, out, err) =
-        rule_cli(&["rule", "test", "@ROOT/rules-wasm/dist/examples/reboot.wasm", "--snapshot", snap]);
+        rule_cli(&["rule", "test", "@ROOT/tests/fixtures/rules-0.2.0/reboot.wasm", "--snapshot", snap]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
@@ -296,7 +296,7 @@ fn rule_check_validates_the_contract() {
     let (code, out, err) = rule_cli(&["rule", "check", "@ROOT/rules-wasm/dist/examples/low-disk-space.wasm"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("OK, rule low-disk-space (component \"low-disk-space\" version 0.1.0, contract 0.2.0)\n"),
+        out.contains("OK, rule low-disk-space (component \"low-disk-space\" version 0.1.0, contract 0.3.0)\n"),
         "{out}"
     );
     // The settings as a table: name, what it accepts, default, meaning.
@@ -333,7 +333,7 @@ fn rule_check_validates_the_contract() {
     assert_eq!(code, 1);
     assert!(
         err.contains(
-            "imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.2.0 (or @0.1.0)"
+            "imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.3.0 (or @0.2.0, @0.1.0)"
         ),
         "{err}"
     );

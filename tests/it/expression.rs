@@ -172,7 +172,7 @@ async fn expression_errors_name_the_line_and_column_everywhere() {
     // refused with its line before the rule runs, over REST and in the directory.
     let list = d.rules(Some("expr-token")).await;
     let info = &find(&list["rules"], "threshold").unwrap()["info"];
-    assert_eq!(info["contract"], "0.2.0");
+    assert_eq!(info["contract"], "0.3.0");
     let memory = info["config"].as_array().unwrap().iter().find(|k| k["name"] == "memory_percent").unwrap();
     assert_eq!(memory["kind"], serde_json::json!({"type": "number", "min": 0.0, "max": 100.0}));
     let (status, body) =
@@ -331,7 +331,7 @@ async fn a_scaffolded_rule_builds_tests_and_loads_outside_the_checkout() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let out = Command::new(BIN).args(["rule", "check"]).arg(&wasm).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("OK, rule mem-watch") && stdout.contains("contract 0.2.0"), "{stdout}");
+    assert!(stdout.contains("OK, rule mem-watch") && stdout.contains("contract 0.3.0"), "{stdout}");
     let row = stdout.lines().find(|l| l.starts_with("memory_percent ")).unwrap_or_else(|| panic!("{stdout}"));
     let cells: Vec<&str> = row.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
     assert_eq!(cells[..3], ["memory_percent", "a number from 0 to 100", "90"], "{stdout}");

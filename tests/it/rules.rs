@@ -154,7 +154,8 @@ fn variant(bytes: &[u8], tag: usize) -> Vec<u8> {
 async fn hot_swap_under_load_misses_no_round_and_keeps_state() {
     let d = TestDaemon::start(&["local".into()], "poll_interval_seconds = 0.1\n[rules]\nbuiltin = false").await;
     let rules = d.rules_dir();
-    let reboot = support::dist("examples/reboot.wasm");
+    // The reboot example as contract 0.2.0 built it: alerts while uptime is under a limit.
+    let reboot = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rules-0.2.0/reboot.wasm")).unwrap();
     std::fs::write(rules.join("reboot.toml"), "min_uptime_seconds = 31536000\n").unwrap();
     let mut clients = Vec::new();
     for _ in 0..3 {
@@ -299,7 +300,7 @@ async fn hostile_rules_are_isolated_while_the_builtin_keeps_alerting() {
     assert_eq!(reason("new-spin"), "trial evaluation on the current snapshot failed: exceeded its 1.5s time limit");
     assert_eq!(
         reason("new-wasi-import"),
-        "imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.2.0 (or @0.1.0)"
+        "imports \"wasi:clocks/wall-clock@0.2.0\"; rules may import only monserv:rules/host@0.3.0 (or @0.2.0, @0.1.0)"
     );
     assert!(reason("garbage").starts_with("not a valid WebAssembly component"), "{}", reason("garbage"));
     assert!(reason("truncated").starts_with("not a valid WebAssembly component"), "{}", reason("truncated"));
@@ -326,7 +327,7 @@ async fn rules_over_rest_need_the_token_and_are_validated() {
     let (status, body) = support::http_send(d.addr, "PUT", "/api/v1/rules/reboot", &auth, &reboot).await;
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v["data"]["name"].as_str(), v["data"]["version"].as_str()), (Some("reboot"), Some("0.1.0")));
+    assert_eq!((v["data"]["name"].as_str(), v["data"]["version"].as_str()), (Some("reboot"), Some("0.2.0")));
     assert_eq!(std::fs::read(d.rules_dir().join("reboot.wasm")).unwrap(), reboot, "uploads are saved");
     let list = d.rules(Some("rules-token-1")).await;
     assert_eq!(find(&list["rules"], "reboot")["source"], "file");
@@ -363,7 +364,7 @@ async fn rules_over_rest_need_the_token_and_are_validated() {
     assert_eq!(status, 422);
     assert!(body.contains("wasi:clocks/wall-clock@0.2.0"), "{body}");
     assert_eq!(std::fs::read(d.rules_dir().join("reboot.wasm")).unwrap(), reboot, "a rejected upload changes nothing");
-    assert_eq!(find(&d.rules(Some("rules-token-1")).await["rules"], "reboot")["version"], "0.1.0");
+    assert_eq!(find(&d.rules(Some("rules-token-1")).await["rules"], "reboot")["version"], "0.2.0");
 
     assert_eq!(support::http_send(d.addr, "PUT", "/api/v1/rules/Bad.Name", &auth, &reboot).await.0, 400);
     assert_eq!(support::http_send(d.addr, "DELETE", "/api/v1/rules/threshold", &auth, &[]).await.0, 409);
