@@ -12,7 +12,8 @@ use std::sync::Arc;
 use crate::facts::Answers;
 use crate::history::History;
 
-pub const MAX_KEYS: usize = 256;
+/// Keys bound the map's own overhead (about 50 bytes each) besides the bytes cap.
+pub const MAX_KEYS: usize = 1024;
 pub const MAX_KEY_BYTES: usize = 256;
 /// Keys and values together.
 pub const MAX_BYTES: usize = 64 * 1024;
@@ -120,7 +121,7 @@ mod tests {
         for i in 0..MAX_KEYS - 1 {
             s.set(format!("k{i}"), String::new()).unwrap();
         }
-        assert!(s.set("one-more".into(), String::new()).unwrap_err().contains("256 keys"));
+        assert!(s.set("one-more".into(), String::new()).unwrap_err().contains("1024 keys"));
         // Replacing a key is not a new key.
         s.set("boot:web1".into(), "1700000001".into()).unwrap();
         s.delete("k0");

@@ -205,7 +205,7 @@ pub fn fact(target: &str, fact: &Fact) -> Option<FactValue> {
 }
 
 /// The rule's own memory, kept by the host across rounds, restarts and new
-/// versions (at most 256 keys, 64 KiB). Changes made by an evaluation that fails
+/// versions (at most 1024 keys, 64 KiB). Changes made by an evaluation that fails
 /// are dropped.
 pub mod state {
     use super::host;

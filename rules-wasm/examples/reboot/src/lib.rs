@@ -30,6 +30,8 @@ impl Guest for Reboot {
         let active = Active::new(active_keys);
         let now = snapshot.unix_time;
         let mut events = Vec::new();
+        // Hosts whose boot time could not be kept (the state is full): never a guess.
+        let mut untracked = 0;
         for t in snapshot.targets.iter().filter(|t| t.status == Reachability::Online) {
             let Some(m) = &t.metrics else { continue };
             let key = format!("{}/reboot", t.key);
@@ -37,10 +39,23 @@ impl Guest for Reboot {
             let (boot_key, seen_key) = (format!("boot:{}", t.key), format!("rebooted:{}", t.key));
             match state::get_u64(&boot_key) {
                 // First sight: remember, do not guess.
-                None => state::set(&boot_key, &boot.to_string())?,
+                None => {
+                    if state::set(&boot_key, &boot.to_string()).is_err() {
+                        untracked += 1;
+                        continue;
+                    }
+                }
                 Some(known) if boot > known + SLACK => {
                     state::set(&boot_key, &boot.to_string())?;
-                    state::set(&seen_key, &boot.to_string())?;
+                    if state::set(&seen_key, &boot.to_string()).is_err() {
+                        // Reported now, if not held for hold_minutes.
+                        events.push(alert(
+                            key,
+                            format!("[ALERT] {} rebooted", m.hostname),
+                            format!("{} booted {} s ago", m.hostname, m.uptime_seconds),
+                        ));
+                        continue;
+                    }
                 }
                 Some(_) => {}
             }
@@ -67,6 +82,12 @@ impl Guest for Reboot {
                 )),
                 None => {}
             }
+        }
+        if untracked > 0 {
+            host::log(
+                Level::Warn,
+                &format!("rule state full: {untracked} hosts' boot times not kept, their reboots not reported"),
+            );
         }
         Ok(events)
     }
