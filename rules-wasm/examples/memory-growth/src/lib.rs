@@ -17,7 +17,7 @@ impl Guest for MemoryGrowth {
             version: env!("CARGO_PKG_VERSION").into(),
             config: vec![
                 number("percent", 20.0, "alert when memory used grew by this percentage over the window").min(0.1),
-                integer("window_minutes", 60, "compare the start and the end of this many minutes").range(2.0, 1440.0),
+                integer("window_minutes", 60, "compare the start and the end of this many minutes").range(1.0, 1440.0),
             ],
             needs: vec![],
         }
