@@ -5,7 +5,6 @@
 //! `local` target only, so no root is needed.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -14,9 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::clients::browser_with;
-use crate::support::{self, hosts::free_port, TestDaemon};
-
-const BIN: &str = env!("CARGO_BIN_EXE_monserv");
+use crate::support::monserv_bin::Monserv;
+use crate::support::{self, TestDaemon};
 
 /// A TCP connection from `source` (e.g. 127.0.0.2) to `addr`.
 async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
@@ -234,67 +232,6 @@ async fn wrong_tokens_are_slowed_per_address() {
     }
     assert!(get("127.0.0.4", "right-token-1").await.starts_with("HTTP/1.1 200"));
     assert!(d.shutdown().await);
-}
-
-/// The real binary, its stderr kept in a file.
-pub(crate) struct Monserv {
-    child: Child,
-    pub(crate) addr: SocketAddr,
-    log: std::path::PathBuf,
-}
-
-impl Monserv {
-    pub(crate) fn start(state: &std::path::Path, extra: &str, wrapper: &[&str]) -> Monserv {
-        let port = free_port();
-        let config = format!(
-            "listen = \"127.0.0.1\"\nport = {port}\npoll_interval_seconds = 0.3\nstate_dir = {:?}\n{extra}\n",
-            state.display().to_string()
-        );
-        std::fs::write(state.join("monserv.toml"), config).unwrap();
-        let log = state.join("stderr.log");
-        let (program, args) = match wrapper.split_first() {
-            Some((p, rest)) => (p.to_string(), [rest, &[BIN]].concat()),
-            None => (BIN.to_string(), vec![]),
-        };
-        let child = Command::new(program)
-            .args(args)
-            .args(["--config", state.join("monserv.toml").to_str().unwrap()])
-            .env_remove("SERVERS")
-            .env_remove("MONSERV_AUTH_TOKEN")
-            .env("MONSERV_LOG", "info")
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        let start = Instant::now();
-        // Serving, not only bound: the health answer comes once start-up is done.
-        let healthy = || {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(addr).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
-            let mut answer = String::new();
-            s.read_to_string(&mut answer).ok()?;
-            answer.starts_with("HTTP/1.1 200").then_some(())
-        };
-        while healthy().is_none() {
-            assert!(start.elapsed() < Duration::from_secs(20), "monserv never served");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Monserv { child, addr, log }
-    }
-
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-}
-
-impl Drop for Monserv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The appliance's first boot: no token configured, `generate_auth_token = true`. A

@@ -7,14 +7,15 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::hosts::{free_port, kill_children_named};
+use crate::support::hosts::kill_children_named;
+use crate::support::monserv_bin::Monserv;
 use crate::support::{self, dist, fixtures, write_atomically, BusyBoxHost, Sshd, TestDaemon};
 
 const PROBE: &str = "histd-probe";
@@ -345,79 +346,26 @@ async fn memory_growth_on_a_real_host() {
 
 const TOKEN: &str = "remember-token-1";
 
-struct Monserv {
-    child: Child,
-    addr: std::net::SocketAddr,
+fn start(state: &Path) -> Monserv {
+    Monserv::start(state, &format!("auth_token = \"{TOKEN}\"\n[rules]\nbuiltin = false"), &[])
 }
 
-impl Monserv {
-    fn start(state: &Path) -> Monserv {
-        let port = free_port();
-        let config = format!(
-            "listen = \"127.0.0.1\"\nport = {port}\npoll_interval_seconds = 0.3\nstate_dir = {:?}\nauth_token = \"{TOKEN}\"\n[rules]\nbuiltin = false\n",
-            state.display().to_string()
-        );
-        std::fs::write(state.join("monserv.toml"), config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_monserv"))
-            .args(["--config", state.join("monserv.toml").to_str().unwrap()])
-            .env_remove("SERVERS")
-            .env("MONSERV_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "monserv never listened");
-            std::thread::sleep(Duration::from_millis(20));
+/// The reboot rule's state, once it has one.
+async fn reboot_state(m: &Monserv) -> Value {
+    let start = Instant::now();
+    loop {
+        let (status, data) = m.get("/api/v1/rules/reboot/state", Some(TOKEN)).await;
+        if status == 200 {
+            return data;
         }
-        Monserv { child, addr }
+        assert!(start.elapsed() < Duration::from_secs(30), "the rule never kept state");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
 
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let auth = format!("Bearer {TOKEN}");
-        let (status, body) = support::http_get(self.addr, path, &[("Authorization", &auth)]).await;
-        (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["data"].clone())
-    }
-
-    async fn put(&self, path: &str, body: &[u8]) -> (u16, String) {
-        let auth = format!("Bearer {TOKEN}");
-        support::http_send(self.addr, "PUT", path, &[("Authorization", &auth)], body).await
-    }
-
-    /// The reboot rule's state, once it has one.
-    async fn state(&self) -> Value {
-        let start = Instant::now();
-        loop {
-            let (status, data) = self.get("/api/v1/rules/reboot/state").await;
-            if status == 200 {
-                return data;
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "the rule never kept state");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Wait until the reboot rule has evaluated `n` more rounds.
-    async fn rounds(&self, n: u64) {
-        let evaluations = |v: &Value| {
-            v["rules"]
-                .as_array()
-                .and_then(|r| r.iter().find(|r| r["name"] == "reboot"))
-                .map_or(0, |r| r["evaluations"].as_u64().unwrap_or(0))
-        };
-        let first = evaluations(&self.get("/api/v1/rules").await.1);
-        let start = Instant::now();
-        while evaluations(&self.get("/api/v1/rules").await.1) < first + n {
-            assert!(start.elapsed() < Duration::from_secs(30), "the rule stopped evaluating");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn put(m: &Monserv, path: &str, body: &[u8]) -> (u16, String) {
+    let auth = format!("Bearer {TOKEN}");
+    support::http_send(m.addr, "PUT", path, &[("Authorization", &auth)], body).await
 }
 
 /// The same component with a custom section appended: other bytes, same behaviour
@@ -441,40 +389,40 @@ async fn rule_state_survives_kill_9_and_hot_swaps_without_a_false_reboot_alert()
     std::fs::create_dir_all(&rules).unwrap();
     let wasm = dist("examples/reboot.wasm");
     std::fs::write(rules.join("reboot.wasm"), &wasm).unwrap();
-    let m = Monserv::start(state.path());
-    let kept = m.state().await;
+    let m = start(state.path());
+    let kept = reboot_state(&m).await;
     let boot = kept["values"]["boot:local"].as_str().expect("boot time of local").to_string();
-    m.rounds(3).await;
-    assert_eq!(m.state().await, kept, "a steady host changes nothing");
-    m.kill9();
+    m.rounds("reboot", 3, Some(TOKEN)).await;
+    assert_eq!(reboot_state(&m).await, kept, "a steady host changes nothing");
+    m.kill_9();
 
     // After kill -9: the same state, and no "rebooted" alert for a host that did not.
-    let m = Monserv::start(state.path());
-    m.rounds(5).await;
-    assert_eq!(m.state().await["values"]["boot:local"], boot.as_str());
+    let m = start(state.path());
+    m.rounds("reboot", 5, Some(TOKEN)).await;
+    assert_eq!(reboot_state(&m).await["values"]["boot:local"], boot.as_str());
     // Hot swap: new settings, then new bytes of the rule. The state stays.
-    let (status, body) = m.put("/api/v1/rules/reboot", b"hold_minutes = 20\n").await;
+    let (status, body) = put(&m, "/api/v1/rules/reboot", b"hold_minutes = 20\n").await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = m.put("/api/v1/rules/reboot", &rebuilt(&wasm)).await;
+    let (status, body) = put(&m, "/api/v1/rules/reboot", &rebuilt(&wasm)).await;
     assert_eq!(status, 200, "{body}");
-    m.rounds(3).await;
-    let (_, list) = m.get("/api/v1/rules").await;
+    m.rounds("reboot", 3, Some(TOKEN)).await;
+    let (_, list) = m.get("/api/v1/rules", Some(TOKEN)).await;
     let rule = list["rules"].as_array().unwrap().iter().find(|r| r["name"] == "reboot").unwrap().clone();
     assert_eq!(rule["swaps"], 2);
     assert!(rule["state_bytes"].as_u64().unwrap() > 0);
-    assert_eq!(m.state().await["values"]["boot:local"], boot.as_str());
-    let (_, history) = m.get("/api/v1/alerts/history").await;
+    assert_eq!(reboot_state(&m).await["values"]["boot:local"], boot.as_str());
+    let (_, history) = m.get("/api/v1/alerts/history", Some(TOKEN)).await;
     assert!(
         history["transitions"].as_array().unwrap().iter().all(|t| t["rule"] != "reboot"),
         "a false reboot alert: {history:#}"
     );
-    m.kill9();
+    m.kill_9();
 
     // Removing the rule removes its state, also across a restart.
     std::fs::remove_file(rules.join("reboot.wasm")).unwrap();
     std::fs::remove_file(rules.join("reboot.toml")).unwrap();
-    let m = Monserv::start(state.path());
-    let (status, _) = m.get("/api/v1/rules/reboot/state").await;
+    let m = start(state.path());
+    let (status, _) = m.get("/api/v1/rules/reboot/state", Some(TOKEN)).await;
     assert_eq!(status, 404);
-    m.kill9();
+    m.kill_9();
 }

@@ -480,7 +480,7 @@ async fn an_idle_rules_directory_does_not_wake_the_loader() {
     let rules = state.path().join("rules");
     std::fs::create_dir_all(&rules).unwrap();
     std::fs::write(rules.join("threshold.toml"), "memory_percent = = 1\n").unwrap();
-    let m = crate::perimeter::Monserv::start(state.path(), "", &[]);
+    let m = crate::support::monserv_bin::Monserv::start(state.path(), "", &[]);
     let scans = || async {
         let (status, body) = support::http_get(m.addr, "/api/v1/rules", &[]).await;
         assert_eq!(status, 200, "{body}");

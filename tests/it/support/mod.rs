@@ -5,6 +5,7 @@
 
 pub mod fixtures;
 pub mod hosts;
+pub mod monserv_bin;
 pub mod receiver;
 
 use std::net::SocketAddr;
