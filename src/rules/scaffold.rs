@@ -223,6 +223,10 @@ impl Guest for Rule {
                 percent("memory_percent", 90.0, "alert when memory used exceeds this percentage"),
                 number("margin", 5.0, "recover only below memory_percent minus this").range(0.0, 50.0),
             ],
+            // Facts beyond the snapshot this rule reads with `fact(...)`, e.g.
+            // `Fact::ProcessCount("historian".into())`; the hosts are asked only while
+            // it is loaded. The past is there too: `history(...)`, and `state` for
+            // memory of its own (rules-wasm/README.md, "Rules that remember").
             needs: vec![],
         }
     }
