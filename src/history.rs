@@ -24,6 +24,12 @@ use crate::model::{Cpu, Disk, HostStatus, Memory, ServerMetrics, Snapshot, Targe
 pub const MAX_POINTS: usize = 900;
 /// The most points `points` answers with (more are averaged into this many).
 pub const MAX_QUERY_POINTS: usize = 1000;
+/// Disks of one target kept in the history (in the order the host reports them);
+/// a host reporting thousands of mounts costs no more than this many.
+pub const MAX_DISKS: usize = 64;
+/// Series of one target: the standard ones, four per kept disk, the declared facts.
+/// New series past it (a host inventing mountpoints every round) are not kept.
+pub const MAX_SERIES: usize = 8 + 4 * MAX_DISKS + crate::facts::MAX_TOTAL;
 /// The export format's name and version.
 pub const FORMAT: &str = "monserv-history/1";
 
@@ -163,6 +169,9 @@ impl TargetHistory {
             ring.push(values.remove(&**name).unwrap_or(f64::NAN));
         }
         for (name, v) in values {
+            if self.series.len() >= MAX_SERIES {
+                break;
+            }
             let mut ring = Ring::Same { value: f64::NAN, len };
             ring.push(v);
             self.series.insert(name.into(), ring);
@@ -190,7 +199,7 @@ fn series_of(t: &TargetReport) -> Vec<(String, f64)> {
         ("memory.free".to_string(), m.memory.free as f64),
         ("uptime_seconds".to_string(), m.uptime_seconds as f64),
     ];
-    for d in &m.disks {
+    for d in m.disks.iter().take(MAX_DISKS) {
         v.push((format!("disk.used_percent:{}", d.mountpoint), d.used_percent));
         v.push((format!("disk.used:{}", d.mountpoint), d.used as f64));
         v.push((format!("disk.free:{}", d.mountpoint), d.free as f64));
@@ -247,10 +256,10 @@ impl History {
                 let m = &t.metrics;
                 h.meta.hostname.clone_from(&m.hostname);
                 h.meta.cpu_model.clone_from(&m.cpu.model_name);
-                for d in &m.disks {
+                for d in m.disks.iter().take(MAX_DISKS) {
                     h.meta.disks.insert(d.mountpoint.clone(), (d.device.clone(), d.fstype.clone()));
                 }
-                if h.meta.disks.len() > 64 {
+                if h.meta.disks.len() > MAX_DISKS {
                     h.meta.disks.retain(|mount, _| m.disks.iter().any(|d| &d.mountpoint == mount));
                 }
             }

@@ -146,3 +146,18 @@ fn export_replays_the_rounds_it_was_recorded_from() {
     let e = Export::parse(&serde_json::to_vec(&e).unwrap()).unwrap_err();
     assert_eq!(e.to_string(), "target \"a\": failures has 5 entries for 6 times");
 }
+
+#[test]
+fn a_host_inventing_disks_costs_a_bounded_number_of_series() {
+    let h = History::new(sizing());
+    for i in 0..50u64 {
+        // 500 mounts, new names every round.
+        let mut r = report("t1", 1.0, 1 << 30, true);
+        let d = r.metrics.disks[0].clone();
+        r.metrics.disks = (0..500).map(|n| Disk { mountpoint: format!("/m{i}-{n}"), ..d.clone() }).collect();
+        h.record(&Snapshot { round: i, unix_ms: 4000 * i, targets: vec![r] });
+    }
+    let e = h.export(None, 3600, 4000 * 50);
+    assert_eq!(e.targets[0].series.len(), MAX_SERIES);
+    assert!(e.targets[0].series.contains_key("cpu.used_percent"), "the standard series come first");
+}

@@ -43,6 +43,14 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// `{"success":true,"data":...}` written straight to bytes, not through a `Value`.
+fn enveloped(data: &impl serde::Serialize) -> serde_json::Result<Vec<u8>> {
+    let mut body = br#"{"success":true,"data":"#.to_vec();
+    serde_json::to_writer(&mut body, data)?;
+    body.push(b'}');
+    Ok(body)
+}
+
 /// `{success, data: <history export>}`; `rule test --history` reads the whole answer.
 pub async fn history(query: Option<&str>, state: &AppState) -> Response<Body> {
     let Some(history) = state.rules.engine.history_handle() else {
@@ -56,12 +64,7 @@ pub async fn history(query: Option<&str>, state: &AppState) -> Response<Body> {
     let built = tokio::task::spawn_blocking(move || {
         let only = (!targets.is_empty()).then_some(targets.as_slice());
         let export = history.export(only, minutes * 60, now_ms());
-        // The envelope by hand: the export goes straight to bytes, not through a Value.
-        let mut body = br#"{"success":true,"data":"#.to_vec();
-        serde_json::to_writer(&mut body, &export).map(|()| {
-            body.push(b'}');
-            body
-        })
+        enveloped(&export)
     })
     .await;
     match built {
@@ -107,16 +110,10 @@ pub async fn backtest(req: Request<Incoming>, name: &str, state: &AppState) -> R
         }
     };
     match api.engine.backtest(name, candidate, minutes * 60).await {
-        Ok(outcome) => {
-            let mut body = br#"{"success":true,"data":"#.to_vec();
-            match serde_json::to_writer(&mut body, &outcome) {
-                Ok(()) => {
-                    body.push(b'}');
-                    json(StatusCode::OK, body)
-                }
-                Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-            }
-        }
+        Ok(outcome) => match enveloped(&outcome) {
+            Ok(body) => json(StatusCode::OK, body),
+            Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
         Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &format!("cannot backtest: {e}")),
     }
 }
