@@ -60,11 +60,12 @@ embedded!(
     rules_lock,
     "rules-Cargo.lock"
 );
-embedded!(
-    /// The built-in web page.
-    page_html,
-    "page.html"
-);
+/// The operator console's files, gzip-compressed (sent as they are).
+pub mod console {
+    pub const INDEX_HTML: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/index.html.gz"));
+    pub const CONSOLE_CSS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/console.css.gz"));
+    pub const CONSOLE_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/console.js.gz"));
+}
 embedded!(
     /// The OpenAPI description of the REST API.
     openapi_json,
@@ -86,7 +87,15 @@ mod tests {
             assert_eq!(super::component_step(), read("rules-wasm/builder/src/component.rs"));
             assert_eq!(super::rules_lock(), read("rules-wasm/Cargo.lock"));
         }
-        assert_eq!(super::page_html(), read("src/http/page.html"));
+        for (packed, file) in [
+            (super::console::INDEX_HTML, "index.html"),
+            (super::console::CONSOLE_CSS, "console.css"),
+            (super::console::CONSOLE_JS, "console.js"),
+        ] {
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(packed), &mut text).unwrap();
+            assert_eq!(text, read(&format!("src/http/console/{file}")), "{file}");
+        }
         assert_eq!(super::openapi_json(), read("src/http/openapi.json"));
     }
 }

@@ -195,7 +195,7 @@ async fn serve_connection(io: Box<dyn crate::tls::Stream>, state: Arc<AppState>,
 
 /// Routes anyone may use: the page, health, the API description.
 fn public(path: &str) -> bool {
-    matches!(path, "/" | "/index.html" | "/api/v1/health" | "/api/openapi.json")
+    matches!(path, "/" | "/index.html" | "/console.js" | "/console.css" | "/api/v1/health" | "/api/openapi.json")
 }
 
 /// Requests that change something: each gets an audit line.
@@ -261,7 +261,9 @@ fn deny<B>(req: &Request<B>, state: &AppState, slot: &Slot) -> Option<Response<B
 async fn dispatch(req: Request<Incoming>, path: &str, state: &Arc<AppState>, slot: Slot) -> Response<Body> {
     match (req.method(), path) {
         (&Method::GET, "/ws") => ws::handle_upgrade(req, state, slot),
-        (&Method::GET, "/" | "/index.html") => page::index(),
+        (&Method::GET, "/" | "/index.html" | "/console.js" | "/console.css") => {
+            page::asset(path, req.headers()).unwrap_or_else(|| json_error(StatusCode::NOT_FOUND, "not found"))
+        }
         (&Method::GET, "/api/v1/health") => api::health(state),
         (&Method::GET, "/api/openapi.json") => openapi::document(),
         (&Method::GET, "/api/v1/servers/metrics") => silences_api::servers_metrics(state),
@@ -283,6 +285,8 @@ async fn dispatch(req: Request<Incoming>, path: &str, state: &Arc<AppState>, slo
             "/ws"
             | "/"
             | "/index.html"
+            | "/console.js"
+            | "/console.css"
             | "/api/v1/health"
             | "/api/state"
             | "/api/v1/servers"

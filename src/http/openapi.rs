@@ -14,6 +14,8 @@ pub fn document_text() -> &'static str {
 /// (method, path) of every route, path parameters as in the document.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/"),
+    ("GET", "/console.js"),
+    ("GET", "/console.css"),
     ("GET", "/ws"),
     ("GET", "/api/openapi.json"),
     ("GET", "/api/v1/health"),

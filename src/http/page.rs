@@ -1,21 +1,108 @@
-//! The built-in web page: a live dashboard fed by `/ws`, shipped inside the binary.
-//! It builds the DOM with `textContent` only: host names, mountpoints and command
-//! lines come from monitored hosts and are untrusted.
+//! The operator console (`src/http/console/`): one HTML page, its stylesheet and its
+//! script, built into the binary gzip-compressed and sent as they are. No inline
+//! script or style, so the Content-Security-Policy allows nothing but this origin:
+//! a host name that smuggled markup in could not run anything even if the page
+//! ever rendered it as HTML (it renders every host-controlled string as text).
 
-use hyper::{Response, StatusCode};
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use hyper::{HeaderMap, Response, StatusCode};
 
-use super::Body;
+use super::{json_error, Body};
+use crate::embedded::console;
 
-pub fn index() -> Response<Body> {
-    let mut r = Response::new(Body::new(crate::embedded::page_html().into()));
-    *r.status_mut() = StatusCode::OK;
+/// The console's policy: scripts, styles and connections (`/ws`, the REST API) from
+/// this origin only; no frames, plugins, form posts or base-URL tricks.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// `/`, `/console.css` or `/console.js`; None for any other path.
+pub fn asset(path: &str, headers: &HeaderMap) -> Option<Response<Body>> {
+    let (bytes, kind) = match path {
+        "/" | "/index.html" => (console::INDEX_HTML, "text/html; charset=utf-8"),
+        "/console.css" => (console::CONSOLE_CSS, "text/css; charset=utf-8"),
+        "/console.js" => (console::CONSOLE_JS, "text/javascript; charset=utf-8"),
+        _ => return None,
+    };
+    if !accepts_gzip(headers) {
+        return Some(json_error(
+            StatusCode::NOT_ACCEPTABLE,
+            "the console is sent gzip-compressed; use a browser (or curl --compressed)",
+        ));
+    }
+    let mut r = Response::new(Body::new(bytes::Bytes::from_static(bytes)));
     let h = r.headers_mut();
-    h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(
-        hyper::header::CONTENT_SECURITY_POLICY,
-        hyper::header::HeaderValue::from_static(
-            "default-src 'self'; connect-src 'self' ws: wss:; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
-        ),
-    );
-    r
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    // A new monserv version must not run with the old script: revalidate each time
+    // (it is small, and the appliance is on the same network).
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(hyper::header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(hyper::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(hyper::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(hyper::header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    Some(r)
+}
+
+/// RFC 9110 12.5.3: no `Accept-Encoding` at all means any coding is acceptable; one
+/// that lists codings must list gzip (or `*`) without `q=0`.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut listed = false;
+    for value in headers.get_all(ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            if coding.is_empty() {
+                continue;
+            }
+            listed = true;
+            let refused = parts.any(|p| {
+                let p = p.trim().replace(' ', "");
+                p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
+            });
+            if (coding == "gzip" || coding == "x-gzip" || coding == "*") && !refused {
+                return true;
+            }
+        }
+    }
+    !listed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(v) = value {
+            h.insert(ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn gzip_is_acceptable_unless_refused() {
+        assert!(accepts_gzip(&with(None)));
+        assert!(accepts_gzip(&with(Some("gzip, deflate, br, zstd"))));
+        assert!(accepts_gzip(&with(Some("br;q=1.0, GZIP;q=0.5"))));
+        assert!(accepts_gzip(&with(Some("*"))));
+        assert!(!accepts_gzip(&with(Some("identity"))));
+        assert!(!accepts_gzip(&with(Some("gzip;q=0, br"))));
+        assert!(!accepts_gzip(&with(Some("br"))));
+    }
+
+    #[test]
+    fn assets_have_their_types_and_the_policy() {
+        let h = with(Some("gzip"));
+        for (path, kind) in [("/", "text/html"), ("/console.js", "text/javascript"), ("/console.css", "text/css")] {
+            let r = asset(path, &h).unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert!(r.headers()[CONTENT_TYPE].to_str().unwrap().starts_with(kind), "{path}");
+            assert_eq!(r.headers()[CONTENT_ENCODING], "gzip");
+            assert!(!CSP.contains("unsafe"), "no unsafe-inline or unsafe-eval");
+        }
+        assert!(asset("/console.map", &h).is_none());
+        assert_eq!(asset("/", &with(Some("identity"))).unwrap().status(), StatusCode::NOT_ACCEPTABLE);
+    }
 }

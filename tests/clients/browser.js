@@ -1,7 +1,8 @@
 // Drives Debian's Chromium headless through playwright-core.
 //   node browser.js seed URL_OF_PAGE N    -> the seed's HTML page: wait for N server cards
-//   node browser.js builtin URL_OF_PAGE N -> monserv's own page at /
-//   node browser.js active URL_OF_PAGE N  -> monserv's own page: N active alerts listed
+//   node browser.js builtin URL_OF_PAGE N -> monserv's console at /: N fleet rows, then the
+//                                            first host's page (its process table)
+//   node browser.js active URL_OF_PAGE N  -> monserv's console: N active alerts listed
 //   node browser.js probe URL_OF_PAGE     -> a page that sets window.__result: print it
 //   node browser.js status URL            -> the HTTP status of loading URL
 // `rebind.test` resolves to 127.0.0.1 (a DNS-rebinding stand-in); SPKI=<base64 sha256>
@@ -35,22 +36,27 @@ const expected = Number(count);
       return;
     }
     if (mode === "active") {
-      const sel = "#active .firing strong";
+      const sel = "#active tbody tr.alert strong";
       await page.waitForFunction(([sel, n]) => document.querySelectorAll(sel).length === n, [sel, expected], { timeout: 20000 });
       const subjects = await page.$$eval(sel, (els) => els.map((e) => e.textContent));
       console.log(JSON.stringify({ event: "active", subjects, errors }));
       return;
     }
-    const cardSel = mode === "seed" ? "#metrics .server h3" : "#hosts .host h2";
-    const alertSel = "#alerts strong";
+    const cardSel = mode === "seed" ? "#metrics .server h3" : "#fleet-rows .frow .c-name a";
+    const alertSel = mode === "seed" ? "#alerts strong" : "#live-alerts li.alert strong";
     await page.waitForFunction(([sel, n]) => document.querySelectorAll(sel).length === n, [cardSel, expected], { timeout: 20000 });
     const names = await page.$$eval(cardSel, (els) => els.map((e) => e.textContent));
     const status = await page.textContent("#status");
-    const extra = mode === "seed"
-      ? await page.$$eval("#metrics .server p", (els) => els.map((e) => e.textContent))
-      : await page.$$eval("#hosts .procs tr", (els) => els.length);
+    let extra;
+    if (mode === "seed") {
+      extra = await page.$$eval("#metrics .server p", (els) => els.map((e) => e.textContent));
+    } else {
+      await page.click(cardSel);
+      await page.waitForSelector("#host-procs tbody tr", { timeout: 20000 });
+      extra = await page.$$eval("#host-procs tbody tr", (els) => els.length);
+    }
     console.log(JSON.stringify({ event: "metrics", names, status, extra, errors }));
-    await page.waitForSelector(alertSel, { timeout: 20000 });
+    await page.waitForSelector(alertSel, { timeout: 20000, state: "attached" });
     console.log(JSON.stringify({ event: "alert", subject: await page.textContent(alertSel), errors }));
   } finally {
     await browser.close();

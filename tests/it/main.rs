@@ -11,6 +11,7 @@ mod binary;
 mod clients;
 mod collect_hosts;
 mod compile;
+mod console;
 mod durable;
 mod expression;
 mod failures;

@@ -88,7 +88,7 @@ async fn wss_and_https_with_real_clients() {
     let line = b.wait_for(Duration::from_secs(60), |l| l.contains("\"metrics\""));
     let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["names"], serde_json::json!([support::machine_hostname()]), "{v}");
-    assert_eq!(v["status"], "Connected", "{v}");
+    assert_eq!(v["status"], "Live", "{v}");
     assert_eq!(v["errors"], serde_json::json!([]), "{v}");
     drop(b);
 
