@@ -12,10 +12,12 @@ use std::io::Write;
 
 /// (source, name in OUT_DIR before `.snappy`); `src/embedded.rs` lists the same names.
 /// The last four only with the `authoring` feature (`rule new`).
-const FILES: [(&str, &str); 7] = [
+const FILES: [(&str, &str); 8] = [
     ("rules-wasm/dist/threshold.wasm", "threshold.wasm"),
     ("rules-wasm/dist/expression.wasm", "expression.wasm"),
     ("src/http/openapi.json", "openapi.json"),
+    // The console's page once more, for the rare client that refuses gzip.
+    ("src/http/console/index.html", "index.html"),
     ("rules-wasm/wit/rules.wit", "rules.wit"),
     ("rules-wasm/sdk/src/lib.rs", "sdk-lib.rs"),
     ("rules-wasm/builder/src/component.rs", "component.rs"),
@@ -29,7 +31,7 @@ fn main() -> Result<(), String> {
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").ok_or("cargo did not set OUT_DIR")?);
     let authoring = std::env::var_os("CARGO_FEATURE_AUTHORING").is_some();
     for (i, (source, name)) in FILES.into_iter().enumerate() {
-        if i >= 3 && !authoring {
+        if i >= 4 && !authoring {
             continue;
         }
         println!("cargo:rerun-if-changed={source}");

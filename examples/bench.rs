@@ -478,6 +478,27 @@ async fn rules_history(hosts: usize) {
         rss / hosts as u64 / 1024,
         ms(fill.elapsed())
     );
+    // `GET /api/v1/history`: the whole fleet (what `rule test --history` takes), and
+    // one host (what the console's host page asks for), built as the handler does.
+    let now = t0 + 900 * 4000;
+    let first_key = snapshot.targets[0].url.clone();
+    for (what, only) in [("all hosts", None), ("one host", Some(vec![first_key]))] {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let export = history.export(only.as_deref(), 3600, now);
+            let body = serde_json::to_vec(&export).unwrap();
+            times.push(t.elapsed());
+            size = body.len();
+        }
+        times.sort();
+        println!(
+            "| GET /api/v1/history, {what} | {hosts} hosts | {} bytes | p50 {} |",
+            size,
+            ms(percentile(&times, 0.5))
+        );
+    }
     for rule in ["disk-fill", "sustained-cpu"] {
         let engine = RuleEngine::new(Sandbox::new(Limits::default()).unwrap()).with_history(history.clone());
         let code = support::dist(&format!("examples/{rule}.wasm"));

@@ -60,6 +60,11 @@ embedded!(
     rules_lock,
     "rules-Cargo.lock"
 );
+embedded!(
+    /// The console's page, for a client that refuses gzip (`console::INDEX_HTML`).
+    index_html,
+    "index.html"
+);
 /// The operator console's files, gzip-compressed (sent as they are).
 pub mod console {
     pub const INDEX_HTML: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/index.html.gz"));
@@ -87,6 +92,7 @@ mod tests {
             assert_eq!(super::component_step(), read("rules-wasm/builder/src/component.rs"));
             assert_eq!(super::rules_lock(), read("rules-wasm/Cargo.lock"));
         }
+        assert_eq!(super::index_html(), read("src/http/console/index.html"));
         for (packed, file) in [
             (super::console::INDEX_HTML, "index.html"),
             (super::console::CONSOLE_CSS, "console.css"),

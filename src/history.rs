@@ -320,6 +320,21 @@ impl History {
         (samples, bytes)
     }
 
+    /// How many values [`History::export`] would hold for the same arguments (times,
+    /// failures, errors and every series, one each per round), counted without
+    /// building it: the REST answer is refused before it costs memory.
+    pub fn export_values(&self, targets: Option<&[String]>, seconds: u64, now_ms: u64) -> u64 {
+        let all = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let from = now_ms.saturating_sub(seconds * 1000);
+        all.iter()
+            .filter(|(k, _)| targets.is_none_or(|t| t.contains(k)))
+            .map(|(_, h)| {
+                let points = h.times.len() - h.times.partition_point(|&t| t <= from);
+                points as u64 * (h.series.len() as u64 + 3)
+            })
+            .sum()
+    }
+
     /// The last `seconds` before `now_ms` (of `targets`, or all) as the export document.
     pub fn export(&self, targets: Option<&[String]>, seconds: u64, now_ms: u64) -> Export {
         let all = self.inner.read().unwrap_or_else(|e| e.into_inner());

@@ -113,7 +113,15 @@ fn export_replays_the_rounds_it_was_recorded_from() {
         h.record(&snap);
         live.push(snap);
     }
-    let text = serde_json::to_vec(&h.export(None, 3600, 2_020_000)).unwrap();
+    let export = h.export(None, 3600, 2_020_000);
+    // The count the REST handler checks before building equals what is built.
+    for (only, seconds) in [(None, 3600), (Some(vec!["b".to_string()]), 3600), (None, 10)] {
+        let built = h.export(only.as_deref(), seconds, 2_020_000);
+        let counted: usize = built.targets.iter().map(|t| t.times_ms.len() * (t.series.len() + 3)).sum();
+        assert_eq!(h.export_values(only.as_deref(), seconds, 2_020_000), counted as u64);
+        assert!(counted > 0);
+    }
+    let text = serde_json::to_vec(&export).unwrap();
     let replayed = Export::parse(&text).unwrap().replay();
     assert_eq!(replayed.len(), 6);
     for (r, l) in replayed.iter().zip(&live) {

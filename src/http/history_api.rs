@@ -63,16 +63,32 @@ pub async fn history(query: Option<&str>, state: &AppState) -> Response<Body> {
     };
     let built = tokio::task::spawn_blocking(move || {
         let only = (!targets.is_empty()).then_some(targets.as_slice());
-        let export = history.export(only, minutes * 60, now_ms());
-        enveloped(&export)
+        let now = now_ms();
+        let values = history.export_values(only, minutes * 60, now);
+        if values > MAX_EXPORT_VALUES {
+            return Ok(Err(values));
+        }
+        enveloped(&history.export(only, minutes * 60, now)).map(Ok)
     })
     .await;
     match built {
-        Ok(Ok(body)) => json(StatusCode::OK, body),
+        Ok(Ok(Ok(body))) => json(StatusCode::OK, body),
+        Ok(Ok(Err(values))) => json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the answer would hold {values} values (about {} MB; at most {MAX_EXPORT_VALUES}): ask for fewer \
+                 targets (target=KEY, repeatable) or fewer minutes",
+                values * 10 / 1_000_000
+            ),
+        ),
         Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
+
+/// Values one history answer may hold (about 20 MB of JSON): a whole fleet's hour is
+/// fine up to about 150 hosts; beyond, ask per target (the console asks for one).
+pub const MAX_EXPORT_VALUES: u64 = 2_000_000;
 
 /// One backtest at a time.
 static BACKTESTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);

@@ -23,16 +23,24 @@ pub fn asset(path: &str, headers: &HeaderMap) -> Option<Response<Body>> {
         "/console.js" => (console::CONSOLE_JS, "text/javascript; charset=utf-8"),
         _ => return None,
     };
-    if !accepts_gzip(headers) {
-        return Some(json_error(
-            StatusCode::NOT_ACCEPTABLE,
-            "the console is sent gzip-compressed; use a browser (or curl --compressed)",
-        ));
-    }
-    let mut r = Response::new(Body::new(bytes::Bytes::from_static(bytes)));
+    let gzip = accepts_gzip(headers);
+    let body = match (gzip, path) {
+        (true, _) => bytes,
+        // Scripts reading the page (Python's urllib says `identity`) get it plain.
+        (false, "/" | "/index.html") => crate::embedded::index_html(),
+        (false, _) => {
+            return Some(json_error(
+                StatusCode::NOT_ACCEPTABLE,
+                "the console's files are sent gzip-compressed; use a browser (or curl --compressed)",
+            ))
+        }
+    };
+    let mut r = Response::new(Body::new(bytes::Bytes::from_static(body)));
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
-    h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    if gzip {
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
     // A new monserv version must not run with the old script: revalidate each time
     // (it is small, and the appliance is on the same network).
@@ -103,6 +111,9 @@ mod tests {
             assert!(!CSP.contains("unsafe"), "no unsafe-inline or unsafe-eval");
         }
         assert!(asset("/console.map", &h).is_none());
-        assert_eq!(asset("/", &with(Some("identity"))).unwrap().status(), StatusCode::NOT_ACCEPTABLE);
+        let plain = asset("/", &with(Some("identity"))).unwrap();
+        assert_eq!(plain.status(), StatusCode::OK);
+        assert!(plain.headers().get(CONTENT_ENCODING).is_none());
+        assert_eq!(asset("/console.js", &with(Some("identity"))).unwrap().status(), StatusCode::NOT_ACCEPTABLE);
     }
 }
