@@ -7,6 +7,7 @@
 //   upload URL TOKEN WASM NAME SETTINGS_FILE
 //                          the token dialog, a rule uploaded through the form, its backtest
 //   silence URL NAME VALUE a silence created through the form
+//   manage URL NAME        rule NAME deleted and every silence expired through the page
 //   reconnect URL          "live", then (after the daemon is stopped) reconnecting + stale
 // Every mode reports the page's console errors and uncaught exceptions in `errors`.
 const fs = require("fs");
@@ -193,6 +194,34 @@ async function silence(browser, errors) {
   out({ event: "silence", result, listed, errors });
 }
 
+// Deletes rule NAME (two clicks: the button asks again) and expires every silence.
+async function manage(browser, errors) {
+  const [name] = rest;
+  const page = await open(browser, errors);
+  await page.goto(url);
+  await page.evaluate(() => { location.hash = "#rules"; });
+  const del = `#rules tbody tr[data-rule="${name}"] button.danger`;
+  await page.waitForSelector(del);
+  await page.click(del);
+  const asked = await page.textContent(del);
+  await page.click(del);
+  await page.waitForFunction(() => /deleted/.test(document.getElementById("rule-result").textContent), null, { timeout: 20000 });
+  await page.waitForFunction((n) => !document.querySelector(`#rules tbody tr[data-rule="${n}"]`), name, { timeout: 20000 });
+  const rules = await page.$$eval("#rules tbody tr", (els) => els.map((tr) => tr.dataset.rule));
+  await page.evaluate(() => { location.hash = "#alerts"; });
+  await page.waitForSelector("#silences tbody tr[data-id]");
+  let expired = 0;
+  while (await page.$("#silences tbody tr[data-id] button.danger")) {
+    await page.click("#silences tbody tr[data-id] button.danger");
+    expired++;
+    await page.waitForFunction((n) => document.querySelectorAll("#silences tbody tr[data-id] button.danger").length < n || /Not expired/.test(document.getElementById("silence-result").textContent),
+      await page.$$eval("#silences tbody tr[data-id] button.danger", (b) => b.length + 1), { timeout: 20000 });
+    if (expired > 20) break;
+  }
+  const states = await page.$$eval("#silences tbody tr[data-id]", (els) => els.map((tr) => tr.cells[0].textContent));
+  out({ event: "manage", asked, rules, expired, states, errors });
+}
+
 async function reconnect(browser, errors) {
   const page = await open(browser, errors);
   await page.goto(url);
@@ -214,7 +243,7 @@ async function reconnect(browser, errors) {
   });
   const errors = [];
   try {
-    const run = { tour, hostile, fleet, upload, silence, reconnect }[mode];
+    const run = { tour, hostile, fleet, upload, silence, manage, reconnect }[mode];
     if (!run) throw new Error("unknown mode " + mode);
     await run(browser, errors);
   } finally {

@@ -366,6 +366,21 @@ async fn console_uploads_a_rule_and_its_silence_stops_the_notification() {
     let sent: Vec<String> = hook.seen().iter().map(|s| s.body.to_string()).collect();
     assert!(sent.iter().any(|s| s.contains("threshold")), "{sent:#?}");
     assert!(!sent.iter().any(|s| s.contains("page-rule")), "the silenced rule was sent: {sent:#?}");
+
+    // Deleted and expired through the page.
+    let mut b = console(&["manage", &d.http_url(&format!("/?token={TOKEN}")), "page-rule"]);
+    let v = report(&mut b, "manage", Duration::from_secs(60));
+    assert_eq!(v["asked"], "Really delete?", "{v}");
+    assert_eq!(v["rules"], serde_json::json!(["threshold"]), "{v}");
+    assert_eq!(v["expired"], 1, "{v}");
+    assert_eq!(v["states"], serde_json::json!(["expired"]), "{v}");
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    drop(b);
+    let list = rest(&d, "/api/v1/rules").await;
+    assert!(list["data"]["rules"].as_array().unwrap().iter().all(|r| r["name"] != "page-rule"), "{list}");
+    assert!(!rules.path().join("page-rule.wasm").exists());
+    let silences = rest(&d, "/api/v1/silences").await;
+    assert_eq!(silences["data"]["silences"][0]["state"], "expired", "{silences}");
     assert!(d.shutdown().await);
 }
 
