@@ -27,9 +27,17 @@ define MONSERV_INSTALL_CONFIG
 endef
 MONSERV_POST_INSTALL_TARGET_HOOKS += MONSERV_INSTALL_CONFIG
 
+# A dedicated system user under every init (systemd: the appliance.conf drop-in, in
+# place of DynamicUser, so the state stays on the data partition; SysV: S99monserv).
+define MONSERV_USERS
+	monserv -1 monserv -1 * /var/lib/monserv - - monserv monitoring appliance
+endef
+
 define MONSERV_INSTALL_INIT_SYSTEMD
 	$(INSTALL) -D -m 0644 $(@D)/systemd/monserv.service \
 		$(TARGET_DIR)/usr/lib/systemd/system/monserv.service
+	$(INSTALL) -D -m 0644 $(MONSERV_PKGDIR)/appliance.conf \
+		$(TARGET_DIR)/usr/lib/systemd/system/monserv.service.d/appliance.conf
 endef
 
 define MONSERV_INSTALL_INIT_SYSV
