@@ -72,7 +72,7 @@ if [ ! -x "$MONSERV_TEST_TANSU" ]; then
     tansu_build=$!
 fi
 
-if [ ! -d tests/clients/node_modules/ws ] || [ ! -d tests/clients/node_modules/playwright-core ]; then
+if [ ! -d tests/clients/node_modules/ws ] || [ ! -d tests/clients/node_modules/playwright-core ] || [ ! -d tests/clients/node_modules/axe-core ]; then
     log "installing the Node.js test clients"
     (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 fi
