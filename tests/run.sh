@@ -98,6 +98,9 @@ cargo test --quiet --manifest-path rules-wasm/Cargo.toml -p expression
 log "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 
+log "licences: THIRD-PARTY-LICENSES and the recipes' licence fields match the linked crates"
+python3 image/licenses/gen-third-party.py --check
+
 log "Yocto layer: crates.inc matches the pinned commit's Cargo.lock, recipes lint clean"
 python3 -c 'import oelint_adv' 2>/dev/null || python3 -m pip install -q oelint-adv 2>/dev/null || python3 -m pip install -q --break-system-packages oelint-adv
 python3 image/yocto/gen-crates-inc.py --check

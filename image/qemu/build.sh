@@ -83,6 +83,9 @@ load() {
 for m in virtio_pci virtio_net virtio_blk crc32c_generic ext4 qemu_fw_cfg; do load "$m"; done
 printf '%s\n' "${order[@]}" > "$root/lib/modules/load-order"
 install -m 0755 "$bin" "$root/usr/bin/monserv"
+# The licences of what the binary links (image/licenses/gen-third-party.py), and monserv's.
+install -D -m 0644 "$repo/THIRD-PARTY-LICENSES" "$root/usr/share/monserv/THIRD-PARTY-LICENSES"
+install -m 0644 "$repo/LICENSE-MIT" "$repo/LICENSE-APACHE" "$root/usr/share/monserv/"
 # The glibc build beside it (booted with monserv.binary=gnu), with the loader and the
 # libraries it links: libc, libm (readelf -d).
 install -m 0755 "$gnu_bin" "$root/usr/bin/monserv-gnu"

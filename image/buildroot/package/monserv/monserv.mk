@@ -6,8 +6,8 @@
 
 MONSERV_VERSION = 0.1.0
 MONSERV_SITE = $(call github,monserv,monserv,v$(MONSERV_VERSION))
-MONSERV_LICENSE = MIT or Apache-2.0
-MONSERV_LICENSE_FILES = LICENSE-MIT
+MONSERV_LICENSE = MIT or Apache-2.0 (monserv), Apache-2.0, Apache-2.0 WITH LLVM-exception, BSD-2-Clause, BSD-3-Clause, CC0-1.0, ISC, MIT, MIT-0, Unicode-3.0, Unlicense, Zlib (linked crates)
+MONSERV_LICENSE_FILES = LICENSE-MIT LICENSE-APACHE THIRD-PARTY-LICENSES
 # Until the first release's archive hash is added to monserv.hash.
 BR_NO_CHECK_HASH_FOR += $(MONSERV_SOURCE)
 
@@ -26,6 +26,13 @@ define MONSERV_INSTALL_CONFIG
 		$(TARGET_DIR)/etc/monserv/monserv.toml
 endef
 MONSERV_POST_INSTALL_TARGET_HOOKS += MONSERV_INSTALL_CONFIG
+
+# The licences of the crates linked into the binary ship with it.
+define MONSERV_INSTALL_LICENSES
+	$(INSTALL) -D -m 0644 $(@D)/THIRD-PARTY-LICENSES \
+		$(TARGET_DIR)/usr/share/monserv/THIRD-PARTY-LICENSES
+endef
+MONSERV_POST_INSTALL_TARGET_HOOKS += MONSERV_INSTALL_LICENSES
 
 # A dedicated system user under every init (systemd: the appliance.conf drop-in, in
 # place of DynamicUser, so the state stays on the data partition; SysV: S99monserv).

@@ -5,7 +5,7 @@ DESCRIPTION = "monserv watches servers over SSH without agents, pushes live metr
 HOMEPAGE = "https://github.com/monserv/monserv"
 BUGTRACKER = "https://github.com/monserv/monserv/issues"
 SECTION = "net"
-LICENSE = "MIT | Apache-2.0"
+LICENSE = "(MIT | Apache-2.0) & Apache-2.0 & Apache-2.0-with-LLVM-exception & BSD-2-Clause & BSD-3-Clause & CC0-1.0 & ISC & MIT & MIT-0 & Unicode-3.0 & Unlicense & Zlib"
 LIC_FILES_CHKSUM = "file://LICENSE-MIT;md5=482d209f51dfa13251fc20bf7159a9b8 \
                     file://LICENSE-APACHE;md5=89aea4e17d99a7cacdbeed46a0096b10"
 
@@ -50,6 +50,7 @@ INITSCRIPT_NAME = "monserv"
 INITSCRIPT_PARAMS = "defaults 90 10"
 
 do_install:append() {
+    install -D -m 0644 ${S}/THIRD-PARTY-LICENSES ${D}${datadir}/monserv/THIRD-PARTY-LICENSES
     install -d ${D}${sysconfdir}/monserv
     install -m 0644 ${UNPACKDIR}/monserv.toml ${D}${sysconfdir}/monserv/monserv.toml
     if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
