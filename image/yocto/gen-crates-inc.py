@@ -11,6 +11,7 @@ rules-wasm/Cargo.lock (the rule SDK's), which the device build does not need.
     image/yocto/gen-crates-inc.py --pin REV    # pin the recipe to REV (e.g. HEAD), then rewrite
     image/yocto/gen-crates-inc.py --check      # fail if SRCREV and the .inc disagree (CI)
 """
+import hashlib
 import pathlib
 import re
 import subprocess
@@ -86,8 +87,14 @@ def main() -> None:
     if "--check" in sys.argv:
         if not INC.exists() or INC.read_text() != text:
             sys.exit(f"{INC.relative_to(REPO)} is not the crates of SRCREV {rev}: run image/yocto/gen-crates-inc.py")
-        for f in ("LICENSE-MIT", "LICENSE-APACHE", "systemd/monserv.service"):
-            git("cat-file", "-e", f"{rev}:{f}")
+        git("cat-file", "-e", f"{rev}:systemd/monserv.service")
+        # LIC_FILES_CHKSUM: each file's md5 as it is at SRCREV (what BitBake checks).
+        for name, md5 in re.findall(r"file://([^;\s]+);md5=([0-9a-f]{32})", recipe().read_text()):
+            if name.startswith("${"):
+                continue
+            blob = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{name}"], capture_output=True).stdout
+            if hashlib.md5(blob).hexdigest() != md5:
+                sys.exit(f"{recipe().name}: LIC_FILES_CHKSUM of {name} is not its md5 at SRCREV {rev}")
         print(f"{INC.relative_to(REPO)} matches Cargo.lock at SRCREV {rev} ({text.count('crate://')} crates)")
         return
     INC.write_text(text)

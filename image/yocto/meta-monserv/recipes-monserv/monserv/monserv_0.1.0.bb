@@ -7,7 +7,8 @@ BUGTRACKER = "https://github.com/monserv/monserv/issues"
 SECTION = "net"
 LICENSE = "(MIT | Apache-2.0) & Apache-2.0 & Apache-2.0-with-LLVM-exception & BSD-2-Clause & BSD-3-Clause & CC0-1.0 & ISC & MIT & MIT-0 & Unicode-3.0 & Unlicense & Zlib"
 LIC_FILES_CHKSUM = "file://LICENSE-MIT;md5=482d209f51dfa13251fc20bf7159a9b8 \
-                    file://LICENSE-APACHE;md5=89aea4e17d99a7cacdbeed46a0096b10"
+                    file://LICENSE-APACHE;md5=89aea4e17d99a7cacdbeed46a0096b10 \
+                    file://THIRD-PARTY-LICENSES;md5=adc71cb09d3873279278d0ddedd65490"
 
 PV .= "+git"
 
@@ -20,7 +21,7 @@ SRC_URI = "git://github.com/monserv/monserv.git;protocol=https;branch=main \
            "
 # The commit this layer ships, set with monserv-crates.inc by
 # image/yocto/gen-crates-inc.py --pin REV (CI checks that the two match).
-SRCREV = "a7e6182f8eef41f10ac0d84b76aadca243950d31"
+SRCREV = "5a92378dd475384954c7fd41c4f42be9a94a4e04"
 
 inherit cargo cargo-update-recipe-crates systemd update-rc.d useradd
 
