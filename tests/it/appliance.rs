@@ -206,6 +206,21 @@ async fn appliance_image_boots_and_serves_metrics() {
         first_message.as_secs_f64(),
         vm.started.elapsed().as_secs_f64()
     );
+    // Idle memory on the device with the built-in rule: monserv's RSS as its own `local`
+    // collector sees it (the VM's top processes), after a few more rounds.
+    for _ in 0..3 {
+        support::wait_metrics(&mut ws, Duration::from_secs(20), |d| d["local"]["status"] == "online").await;
+    }
+    let data = support::wait_metrics(&mut ws, Duration::from_secs(20), |d| d["local"]["status"] == "online").await;
+    let rss = data["local"]["topProcsByMem"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "monserv")
+        .and_then(|p| p["rssBytes"].as_u64())
+        .expect("monserv among the VM's top processes");
+    println!("idle RSS on the device: {:.1} MiB", rss as f64 / 1048576.0);
+    assert!(rss <= 14 << 20, "idle RSS {rss} bytes, over the 14 MB budget");
     let console = vm.console();
     let qemu_cmdline = std::fs::read(format!("/proc/{}/cmdline", vm.child.id())).unwrap();
     for secret in [fixtures::PASSWORD, fixtures::PASSWORD_ENCODED] {
