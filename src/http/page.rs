@@ -23,12 +23,15 @@ pub fn asset(path: &str, headers: &HeaderMap) -> Option<Response<Body>> {
         "/console.js" => (console::CONSOLE_JS, "text/javascript; charset=utf-8"),
         _ => return None,
     };
-    let gzip = accepts_gzip(headers);
-    let body = match (gzip, path) {
+    let listed = headers.contains_key(ACCEPT_ENCODING);
+    let is_page = matches!(path, "/" | "/index.html");
+    // Browsers ask for gzip. The page goes plain to anything else (curl, Python's
+    // urllib, scripts reading it); the script and stylesheet are only for browsers.
+    let gzip = accepts_gzip(headers) && (listed || !is_page);
+    let body = match (gzip, is_page) {
         (true, _) => bytes,
-        // Scripts reading the page (Python's urllib says `identity`) get it plain.
-        (false, "/" | "/index.html") => crate::embedded::index_html(),
-        (false, _) => {
+        (false, true) => crate::embedded::index_html(),
+        (false, false) => {
             return Some(json_error(
                 StatusCode::NOT_ACCEPTABLE,
                 "the console's files are sent gzip-compressed; use a browser (or curl --compressed)",
@@ -111,9 +114,11 @@ mod tests {
             assert!(!CSP.contains("unsafe"), "no unsafe-inline or unsafe-eval");
         }
         assert!(asset("/console.map", &h).is_none());
-        let plain = asset("/", &with(Some("identity"))).unwrap();
-        assert_eq!(plain.status(), StatusCode::OK);
-        assert!(plain.headers().get(CONTENT_ENCODING).is_none());
+        for plain in [asset("/", &with(Some("identity"))).unwrap(), asset("/", &with(None)).unwrap()] {
+            assert_eq!(plain.status(), StatusCode::OK);
+            assert!(plain.headers().get(CONTENT_ENCODING).is_none());
+        }
+        assert_eq!(asset("/console.js", &with(None)).unwrap().headers()[CONTENT_ENCODING], "gzip");
         assert_eq!(asset("/console.js", &with(Some("identity"))).unwrap().status(), StatusCode::NOT_ACCEPTABLE);
     }
 }
