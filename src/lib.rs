@@ -172,6 +172,9 @@ pub async fn snapshot_once(config: &Config) -> Result<Vec<u8>, String> {
     Ok(snapshot.data_json())
 }
 
+/// How long the first load of the rules waits for the first round to be published.
+const FIRST_ROUND_HEAD_START: Duration = Duration::from_secs(1);
+
 /// A running monserv: the poll loop and the HTTP server, owned by one tracker.
 pub struct Daemon {
     addr: SocketAddr,
@@ -244,15 +247,34 @@ impl Daemon {
         let rules_dir =
             rules::loader::RulesDir { dir: config.rules.dir.clone(), builtin: config.rules.builtin, threshold_base };
         let mut loader = rules::loader::Loader::new(engine.clone(), rules_dir.clone());
-        // Watch, then load before the first round, so that round is evaluated too.
-        loader.watch();
-        loader.sync().await;
-        engine.forget_unloaded().await;
-        tracker.spawn(loader.run(shutdown.clone()));
-
+        // Watch, then load beside the poller and the server: compiling the rules
+        // takes seconds on a small or emulated CPU, and the first metrics must not
+        // wait for it (boot to first data is a budget). The runner holds rounds until
+        // this first load is done, then evaluates the newest; the API says `loading`.
         // Metrics go out first; the rules get the round on their own task, so a slow
         // rule never delays a metrics_update or the next round.
         let (rounds, rounds_rx) = rules::runner::channel();
+        loader.watch();
+        engine.first_load_started();
+        let first = engine.clone();
+        let stop = shutdown.clone();
+        let mut first_round = rounds_rx.clone();
+        tracker.spawn(async move {
+            // The first round gets a head start (on a one-core box the two compete).
+            let head_start = tokio::time::timeout(FIRST_ROUND_HEAD_START, first_round.wait_for(|r| r.is_some()));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = head_start => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = loader.sync() => {}
+            }
+            first.forget_unloaded().await;
+            first.first_load_finished();
+            tracing::info!(rules = first.status().len(), "rules loaded");
+            loader.run(stop).await
+        });
         let publish_hub = hub.clone();
         // remote_write receivers get every round (queued on flash while away).
         let exporter =

@@ -2,7 +2,10 @@
 # Build the aarch64 test image: Debian's arm64 kernel (+ the virtio and ext4 modules),
 # BusyBox init, and the static monserv started as the appliance would start it (the
 # glibc build too, with Debian's arm64 glibc), plus an empty ext4 state partition.
-#   image/qemu/build.sh   -> target/qemu/{vmlinuz,initrd.cpio,state.img}
+#   image/qemu/build.sh   -> target/qemu/{vmlinuz,initrd.cpio,initrd-gnu.cpio,cmdline,state.img}
+# initrd-gnu.cpio adds the glibc build: appended to initrd.cpio (the kernel unpacks
+# concatenated archives in turn) for a boot with monserv.binary=gnu. cmdline is the
+# kernel command line the image is booted with.
 # Needs the binaries from image/build-aarch64.sh and image/build-aarch64.sh gnu
 # (MONSERV_BIN and MONSERV_GNU_BIN override).
 set -euo pipefail
@@ -86,23 +89,32 @@ install -m 0755 "$bin" "$root/usr/bin/monserv"
 # The licences of what the binary links (image/licenses/gen-third-party.py), and monserv's.
 install -D -m 0644 "$repo/THIRD-PARTY-LICENSES" "$root/usr/share/monserv/THIRD-PARTY-LICENSES"
 install -m 0644 "$repo/LICENSE-MIT" "$repo/LICENSE-APACHE" "$root/usr/share/monserv/"
-# The glibc build beside it (booted with monserv.binary=gnu), with the loader and the
-# libraries it links: libc, libm (readelf -d).
-install -m 0755 "$gnu_bin" "$root/usr/bin/monserv-gnu"
-mkdir -p "$work/libc6" "$root/lib/aarch64-linux-gnu"
-dpkg-deb -x "$apt_dir"/debs/libc6_*.deb "$work/libc6"
-for lib in ld-linux-aarch64.so.1 libc.so.6 libm.so.6; do
-    cp -L "$work/libc6/lib/aarch64-linux-gnu/$lib" "$root/lib/aarch64-linux-gnu/$lib"
-done
-ln -sf aarch64-linux-gnu/ld-linux-aarch64.so.1 "$root/lib/ld-linux-aarch64.so.1"
 cp -a "$repo/image/rootfs/." "$root/"
 chmod 0755 "$root/etc/init.d/"*
+
+# The glibc build (booted with monserv.binary=gnu), with the loader and the libraries
+# it links: libc, libm (readelf -d). An archive of its own, so that the image's boot
+# does not unpack 9 MB it does not run.
+gnu="$work/gnu"
+mkdir -p "$gnu/usr/bin" "$gnu/lib/aarch64-linux-gnu" "$work/libc6"
+install -m 0755 "$gnu_bin" "$gnu/usr/bin/monserv-gnu"
+dpkg-deb -x "$apt_dir"/debs/libc6_*.deb "$work/libc6"
+for lib in ld-linux-aarch64.so.1 libc.so.6 libm.so.6; do
+    cp -L "$work/libc6/lib/aarch64-linux-gnu/$lib" "$gnu/lib/aarch64-linux-gnu/$lib"
+done
+ln -sf aarch64-linux-gnu/ld-linux-aarch64.so.1 "$gnu/lib/ld-linux-aarch64.so.1"
 
 # Not compressed: QEMU copies the file into guest memory at host speed, while
 # decompressing under TCG took about 0.5 s of the boot.
 (cd "$root" && find . | cpio -o -H newc --quiet) > "$out/initrd.cpio"
+(cd "$gnu" && find . | cpio -o -H newc --quiet) > "$out/initrd-gnu.cpio"
+# quiet: a serial console under emulation is slow to print to. cryptomgr.notests:
+# Debian's generic kernel self-tests its crypto algorithms at boot (half a second
+# here), which appliance kernels leave out (CONFIG_CRYPTO_MANAGER_DISABLE_TESTS).
+echo "console=ttyAMA0 panic=-1 rdinit=/sbin/init quiet cryptomgr.notests" > "$out/cmdline"
 # The small writable partition (a gateway's data partition): 16 MiB of ext4, empty.
 # Boots copy it; the suite reads files back with debugfs, no mount needed.
 rm -f "$out/state.img"
 mkfs.ext4 -q -F -L monserv-state -E root_owner=0:0 "$out/state.img" 16M >/dev/null
-echo "image: $out/vmlinuz ($kver), $out/initrd.cpio ($(stat -c %s "$out/initrd.cpio") bytes)"
+echo "image: $out/vmlinuz ($kver), $out/initrd.cpio ($(stat -c %s "$out/initrd.cpio") bytes)," \
+    "$out/initrd-gnu.cpio ($(stat -c %s "$out/initrd-gnu.cpio") bytes)"

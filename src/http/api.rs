@@ -59,6 +59,7 @@ pub fn health(state: &AppState) -> Response<Body> {
             "targets_online": online,
             "targets_total": total,
             "ws_clients": state.hub.client_count(),
+            "rules_loaded": state.rules.engine.is_loaded(),
         }
     });
     json(StatusCode::OK, body.to_string())

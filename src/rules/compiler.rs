@@ -15,6 +15,10 @@
 //! pipe, never stored. wasmtime still checks version and settings and refuses a
 //! mismatch. If the child cannot run at all (no `/proc`, exec refused), the daemon
 //! compiles in-process, as `monserv rule check` and the tests do.
+//!
+//! The child runs at a lower priority (nice +10): a compile is background work (the
+//! previous version of the rule keeps running meanwhile), and on a one-core device,
+//! or one emulated at boot, it must not delay the rounds and the first metrics.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -35,6 +39,9 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_ARTIFACT_BYTES: u64 = 64 << 20;
 /// Exit status of a child that refused the candidate (reason on stderr).
 const EXIT_REFUSED: i32 = 2;
+/// Added to the child's niceness: about a tenth of a core when the daemon is busy, all of
+/// an idle one.
+const CHILD_NICE: libc::c_int = 10;
 
 /// Why the child gave no artifact.
 #[derive(Debug)]
@@ -47,6 +54,7 @@ pub enum ChildError {
 
 /// The child's whole life: candidate on stdin, artifact on stdout.
 pub fn child_main() -> ExitCode {
+    lower_priority();
     let mut bytes = Vec::new();
     let limit = super::validate::MAX.file_bytes as u64;
     if let Err(e) = std::io::stdin().take(limit + 1).read_to_end(&mut bytes) {
@@ -77,6 +85,13 @@ pub fn child_main() -> ExitCode {
             ExitCode::from(EXIT_REFUSED as u8)
         }
     }
+}
+
+#[allow(unsafe_code)]
+fn lower_priority() {
+    // SAFETY: a plain system call on this process; no memory is involved. Failing
+    // is harmless: the compile then runs at the daemon's priority.
+    let _ = unsafe { libc::nice(CHILD_NICE) };
 }
 
 /// Compile `bytes` in a child running `exe`. Blocking: call off the async workers.

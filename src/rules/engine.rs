@@ -197,6 +197,9 @@ pub struct EngineStatus {
     /// Scans of the rules directory so far: a change, or the 30 s safety rescan. An
     /// idle directory must not wake the loader (issue #15).
     pub directory_scans: u64,
+    /// The rules directory's first read since start is still under way (compiling
+    /// takes seconds on a slow CPU): rounds are held for the rules until it is done.
+    pub loading: bool,
 }
 
 pub struct RuleEngine {
@@ -222,6 +225,8 @@ pub struct RuleEngine {
     wanted: crate::facts::Wanted,
     /// Each rule's own state, by rule name.
     states: Mutex<HashMap<String, StateSlot>>,
+    /// False while the daemon's first load of the rules runs (see `loaded`).
+    first_load_done: tokio::sync::watch::Sender<bool>,
 }
 
 /// The recovery that closes an alert of a rule that was removed: its condition is no
@@ -327,6 +332,7 @@ impl RuleEngine {
             latest_round: Mutex::default(),
             wanted: crate::facts::Wanted::default(),
             states: Mutex::new(states),
+            first_load_done: tokio::sync::watch::Sender::new(true),
         }
     }
 
@@ -630,6 +636,30 @@ impl RuleEngine {
 
     pub fn note_directory_scan(&self) {
         lock(&self.counters).directory_scans += 1;
+    }
+
+    /// The daemon's first load of the rules has begun: until `first_load_finished`,
+    /// `loaded()` waits and the API says `loading`.
+    pub fn first_load_started(&self) {
+        lock(&self.counters).loading = true;
+        self.first_load_done.send_replace(false);
+    }
+
+    pub fn first_load_finished(&self) {
+        lock(&self.counters).loading = false;
+        self.first_load_done.send_replace(true);
+    }
+
+    /// Whether the rules are loaded (false only during the daemon's first load).
+    pub fn is_loaded(&self) -> bool {
+        *self.first_load_done.borrow()
+    }
+
+    /// Wait until the first load of the rules is done (at once when there is none).
+    pub async fn loaded(&self) {
+        let mut done = self.first_load_done.subscribe();
+        // The sender lives as long as `self`, so this ends only when it is true.
+        let _ = done.wait_for(|d| *d).await;
     }
 
     pub fn set_watch_mode(&self, mode: String) {

@@ -5,7 +5,8 @@
 //! cadence ever wait for a rule. Rules that are still busy when newer rounds arrive
 //! skip to the newest one (skipped rounds are counted): alert state is level-based,
 //! so the newest snapshot is all a rule needs. One owner, one cancellation path,
-//! and a channel that holds one snapshot at most.
+//! and a channel that holds one snapshot at most. While the rules are first being
+//! compiled at start, rounds wait in the same slot: metrics are not held back.
 
 use std::sync::Arc;
 
@@ -23,12 +24,18 @@ pub fn channel() -> (Rounds, watch::Receiver<Option<Arc<Snapshot>>>) {
 }
 
 /// Evaluate each new round until `shutdown`; `publish` gets each round's alerts.
+/// Nothing is evaluated before the first load of the rules is done; the newest
+/// round is then the first evaluated (rounds before it are not counted as skipped).
 pub async fn run(
     engine: Arc<RuleEngine>,
     mut rounds: watch::Receiver<Option<Arc<Snapshot>>>,
     publish: impl Fn(Vec<AlertMessage>) + Send,
     shutdown: CancellationToken,
 ) {
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = engine.loaded() => {}
+    }
     let mut last_round: Option<u64> = None;
     loop {
         tokio::select! {

@@ -18,7 +18,7 @@ const TOKEN: &str = "appliance-test-token";
 
 fn image_dir() -> PathBuf {
     let image = PathBuf::from(format!("{}/target/qemu", env!("CARGO_MANIFEST_DIR")));
-    for f in ["vmlinuz", "initrd.cpio", "state.img"] {
+    for f in ["vmlinuz", "initrd.cpio", "initrd-gnu.cpio", "cmdline", "state.img"] {
         assert!(
             image.join(f).exists(),
             "{} missing: run image/build-aarch64.sh and image/qemu/build.sh (tests/run.sh does)",
@@ -65,13 +65,24 @@ impl Vm {
         if let Some(token) = token {
             std::fs::write(secrets.path().join("auth_token"), token).unwrap();
         }
+        // The glibc build comes as a second archive, appended to the image's.
+        let initrd = if cmdline.contains("monserv.binary=gnu") {
+            let both = secrets.path().join("initrd-with-gnu.cpio");
+            let mut bytes = std::fs::read(image.join("initrd.cpio")).unwrap();
+            bytes.extend(std::fs::read(image.join("initrd-gnu.cpio")).unwrap());
+            std::fs::write(&both, bytes).unwrap();
+            both
+        } else {
+            image.join("initrd.cpio")
+        };
+        let image_cmdline = std::fs::read_to_string(image.join("cmdline")).unwrap();
         let mut cmd = Command::new("qemu-system-aarch64");
         cmd.args(["-M", "virt", "-cpu", "cortex-a53", "-m", "512", "-nographic", "-no-reboot"])
             .arg("-kernel")
             .arg(image.join("vmlinuz"))
             .arg("-initrd")
-            .arg(image.join("initrd.cpio"))
-            .args(["-append", &format!("console=ttyAMA0 panic=-1 rdinit=/sbin/init {cmdline}")])
+            .arg(initrd)
+            .args(["-append", &format!("{} {cmdline}", image_cmdline.trim())])
             .args([
                 "-netdev",
                 &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:18904"),
@@ -111,6 +122,20 @@ impl Vm {
         assert_eq!(status, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         v["data"]["rules"].as_array().unwrap().iter().find(|r| r["name"] == name).cloned()
+    }
+
+    /// Wait until the rules are loaded: they compile (emulated, seconds) beside the
+    /// first rounds, which do not wait for them.
+    async fn wait_rules_loaded(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, body) = support::http_get(self.addr(), "/api/v1/health", &[]).await;
+            if status == 200 && body.contains("\"rules_loaded\":true") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "rules never loaded: {body}\n{}", self.console());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     fn console(&self) -> String {
@@ -208,6 +233,7 @@ async fn appliance_image_boots_and_serves_metrics() {
     );
     // Idle memory on the device with the built-in rule: monserv's RSS as its own `local`
     // collector sees it (the VM's top processes), after a few more rounds.
+    vm.wait_rules_loaded().await;
     for _ in 0..3 {
         support::wait_metrics(&mut ws, Duration::from_secs(20), |d| d["local"]["status"] == "online").await;
     }
@@ -269,6 +295,7 @@ async fn appliance_image_boots_and_serves_metrics() {
     })
     .await;
     assert_eq!(data[&key]["status"], "offline");
+    vm.wait_rules_loaded().await;
     let reboot = vm.rule("reboot").await.expect("the uploaded rule survives a reboot");
     assert_eq!((reboot["source"].as_str(), reboot["status"].as_str()), (Some("file"), Some("ok")));
     drop(vm);

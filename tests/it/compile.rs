@@ -56,6 +56,39 @@ fn the_monserv_binary_compiles_rules_for_the_daemon() {
     assert!(sb.evaluate(&spin, &ctx(), &snapshot(), &[]).unwrap_err().to_string().starts_with("exceeded its"));
 }
 
+/// The compiler child is background work: it lowers its own priority before it
+/// reads the candidate, so a compile on a one-core box cannot hold back the rounds.
+#[test]
+fn the_compiler_child_runs_at_a_lower_priority() {
+    let mut child = Command::new(BIN)
+        .arg(monserv::rules::compiler::CHILD_ARG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ours = nice_of(std::process::id());
+    let start = Instant::now();
+    // It waits on stdin, which stays open until it has been looked at.
+    let theirs = loop {
+        let n = nice_of(child.id());
+        if n != ours || start.elapsed() > Duration::from_secs(10) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(theirs, (ours + 10).min(19), "nice of the compiler child (ours: {ours})");
+}
+
+/// Field 19 of /proc/PID/stat, after the command name (which may hold spaces).
+fn nice_of(pid: u32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[16].parse().unwrap()
+}
+
 #[test]
 fn a_child_that_cannot_run_falls_back_to_compiling_here() {
     for exe in ["/nonexistent/monserv", "/bin/false"] {

@@ -37,6 +37,8 @@ impl TestDaemon {
         let config = monserv::config::Config::from_toml(&toml, &[("_", "_")])
             .unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
         let daemon = monserv::Daemon::start(config).await.expect("daemon start");
+        // Serving starts before the rules are compiled; tests start from loaded rules.
+        daemon.rules().loaded().await;
         TestDaemon { addr: daemon.local_addr(), daemon: Some(daemon), state_dir }
     }
 

@@ -54,7 +54,8 @@ impl Monserv {
             s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
             let mut answer = String::new();
             s.read_to_string(&mut answer).ok()?;
-            answer.starts_with("HTTP/1.1 200").then_some(())
+            // ... and the rules loaded (they compile beside the first rounds).
+            (answer.starts_with("HTTP/1.1 200") && answer.contains("\"rules_loaded\":true")).then_some(())
         };
         while healthy().is_none() {
             assert!(start.elapsed() < Duration::from_secs(20), "monserv never served");
