@@ -350,6 +350,9 @@ async fn appliance_glibc_build_serves_metrics() {
     .await;
     assert_eq!(data["local"]["hostname"], "monserv-gw");
     assert_eq!(data[&key]["hostname"], support::machine_hostname().as_str());
+    // Not while the first load compiles: two compiles on the one emulated CPU can
+    // outlast the client's 10 s.
+    vm.wait_rules_loaded().await;
     let (status, body) = vm.put_rule("reboot", &support::dist("examples/reboot.wasm")).await;
     assert_eq!(status, 200, "rules compile in the glibc build too: {body}");
     let console = vm.console();

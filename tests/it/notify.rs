@@ -179,14 +179,22 @@ async fn every_transition_survives_repeated_kill_9_during_a_storm() {
         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         v["data"]["transitions"].as_array().map_or(0, |t| t.iter().filter(|t| t["key"] == "local/mem").count())
     };
-    // Up, with its rules loaded and at least two rounds evaluated since the start.
+    // Up, with its rules loaded and two more rounds polled since (the runner then
+    // evaluates the newest: what the rules file said at the start is committed).
     let wait_rounds = || async {
         let start = Instant::now();
+        let mut loaded_at: Option<u64> = None;
         loop {
             let (_, body) = support::http_get(addr, "/api/v1/health", &[]).await;
             let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            if v["data"]["poll_rounds"].as_u64() >= Some(3) {
-                return;
+            let rounds = v["data"]["poll_rounds"].as_u64();
+            if loaded_at.is_none() && v["data"]["rules_loaded"] == true {
+                loaded_at = rounds;
+            }
+            if let (Some(at), Some(now)) = (loaded_at, rounds) {
+                if now >= at + 3 {
+                    return;
+                }
             }
             assert!(start.elapsed() < Duration::from_secs(30), "monserv made no rounds: {body}");
             tokio::time::sleep(Duration::from_millis(50)).await;

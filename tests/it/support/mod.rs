@@ -139,6 +139,17 @@ pub async fn next_json(ws: &mut Ws, timeout: Duration) -> Value {
     }
 }
 
+/// The cause inside a host's error: a host waiting out its reconnect backoff reports
+/// "next reconnect in N ms (last error: CAUSE)"; any other error is its own cause.
+/// Which of the two a client sees depends on how many rounds ran before it looked.
+pub fn error_cause(error: &str) -> &str {
+    let waiting = error.strip_prefix("next reconnect in ").and_then(|rest| rest.split_once(" ms (last error: "));
+    match waiting {
+        Some((ms, cause)) if ms.parse::<u64>().is_ok() => cause.strip_suffix(')').unwrap_or(cause),
+        _ => error,
+    }
+}
+
 /// Wait for a `metrics_update` satisfying `pred`; returns its `data`.
 pub async fn wait_metrics(ws: &mut Ws, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + timeout;
