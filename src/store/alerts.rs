@@ -148,6 +148,10 @@ impl AlertStore {
     }
 
     fn ensure_tables(db: &Database) -> Result<(), String> {
+        // A store that has them all needs no write (and no fsync) at start.
+        if Self::has_tables(db) {
+            return Ok(());
+        }
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         txn.open_table(ACTIVE).map_err(|e| e.to_string())?;
         txn.open_table(HISTORY).map_err(|e| e.to_string())?;
@@ -155,6 +159,15 @@ impl AlertStore {
         txn.open_table(RULE_STATE).map_err(|e| e.to_string())?;
         txn.open_table(super::silence::SILENCES).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())
+    }
+
+    fn has_tables(db: &Database) -> bool {
+        let Ok(txn) = db.begin_read() else { return false };
+        txn.open_table(ACTIVE).is_ok()
+            && txn.open_table(HISTORY).is_ok()
+            && txn.open_table(OUTBOX).is_ok()
+            && txn.open_table(RULE_STATE).is_ok()
+            && txn.open_table(super::silence::SILENCES).is_ok()
     }
 
     pub fn path(&self) -> &Path {
