@@ -179,7 +179,7 @@ async fn every_transition_survives_repeated_kill_9_during_a_storm() {
         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         v["data"]["transitions"].as_array().map_or(0, |t| t.iter().filter(|t| t["key"] == "local/mem").count())
     };
-    // Up, with its rules loaded and two more rounds polled since (the runner then
+    // Up, with its rules loaded and three more rounds polled since (the runner then
     // evaluates the newest: what the rules file said at the start is committed).
     let wait_rounds = || async {
         let start = Instant::now();
