@@ -211,12 +211,15 @@ async function manage(browser, errors) {
   await page.evaluate(() => { location.hash = "#alerts"; });
   await page.waitForSelector("#silences tbody tr[data-id]");
   let expired = 0;
-  while (await page.$("#silences tbody tr[data-id] button.danger")) {
+  const buttons = () => page.$$eval("#silences tbody tr[data-id] button.danger", (b) => b.length);
+  // Counted before each click: the table is reloaded once the DELETE is answered,
+  // and only then may the next button be clicked.
+  for (let n = await buttons(); n > 0 && expired <= 20; n = await buttons()) {
     await page.click("#silences tbody tr[data-id] button.danger");
     expired++;
     await page.waitForFunction((n) => document.querySelectorAll("#silences tbody tr[data-id] button.danger").length < n || /Not expired/.test(document.getElementById("silence-result").textContent),
-      await page.$$eval("#silences tbody tr[data-id] button.danger", (b) => b.length + 1), { timeout: 20000 });
-    if (expired > 20) break;
+      n, { timeout: 20000 });
+    if (/Not expired/.test(await page.textContent("#silence-result"))) break;
   }
   const states = await page.$$eval("#silences tbody tr[data-id]", (els) => els.map((tr) => tr.cells[0].textContent));
   out({ event: "manage", asked, rules, expired, states, errors });
