@@ -109,10 +109,13 @@ python3 image/yocto/gen-crates-inc.py --check
     --suppress oelint.vars.homepageping \
     recipes-monserv/monserv/monserv_*.bb recipes-monserv/images/monserv-image.bb)
 
+log "Buildroot package: pinned to the Yocto recipe's commit, its archive and licence hashes recorded"
+image/buildroot/pin.sh --check
+
 log "shell scripts: shellcheck (warnings and errors)"
 shellcheck -S warning tests/run.sh .ci/run image/build-aarch64.sh image/qemu/*.sh \
     image/rootfs/etc/init.d/* image/buildroot/package/monserv/S99monserv \
-    image/buildroot/board/monserv/post-build.sh image/buildroot/board/monserv/*/post-image.sh \
+    image/buildroot/board/monserv/post-build.sh image/buildroot/board/monserv/*/post-image.sh image/buildroot/pin.sh \
     image/yocto/meta-monserv/recipes-monserv/monserv/files/monserv.init
 
 log "aarch64 appliance binaries (musl, glibc) and QEMU test image (the appliance tests boot it)"

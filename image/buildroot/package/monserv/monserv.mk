@@ -4,12 +4,12 @@
 #
 ################################################################################
 
-MONSERV_VERSION = 0.1.0
-MONSERV_SITE = $(call github,monserv,monserv,v$(MONSERV_VERSION))
+# A pinned commit, the one meta-monserv's recipe builds (its SRCREV): the archive
+# Buildroot makes of it, vendored crates included, has its hash in monserv.hash.
+MONSERV_VERSION = 5a92378dd475384954c7fd41c4f42be9a94a4e04
+MONSERV_SITE = $(call github,monserv,monserv,$(MONSERV_VERSION))
 MONSERV_LICENSE = MIT or Apache-2.0 (monserv), Apache-2.0, Apache-2.0 WITH LLVM-exception, BSD-2-Clause, BSD-3-Clause, CC0-1.0, ISC, MIT, MIT-0, Unicode-3.0, Unlicense, Zlib (linked crates)
 MONSERV_LICENSE_FILES = LICENSE-MIT LICENSE-APACHE THIRD-PARTY-LICENSES
-# Until the first release's archive hash is added to monserv.hash.
-BR_NO_CHECK_HASH_FOR += $(MONSERV_SOURCE)
 
 # cargo-package forces --release: size it like Cargo.toml's appliance profile.
 MONSERV_CARGO_ENV = \
