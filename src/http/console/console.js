@@ -680,10 +680,13 @@ async function loadSilences() {
     el("td", {}, (s.matchers || []).map((m) => m.name + "=" + m.value).join(", ")),
     el("td", {}, stamp(s.ends_at * 1000)),
     el("td", { class: "opt" }, (s.comment || "") + (s.created_by ? " (" + s.created_by + ")" : "")),
-    el("td", {}, s.state === "expired" ? "" : el("button", { type: "button", class: "danger", onclick: () => expireSilence(s.id) }, "Expire")))));
+    el("td", {}, s.state === "expired" ? "" : el("button", { type: "button", class: "danger", onclick: (e) => expireSilence(s.id, e.currentTarget) }, "Expire")))));
   if (!list.length) body.append(el("tr", {}, el("td", { colspan: 5, class: "empty" }, "No silences.")));
 }
-async function expireSilence(id) {
+// The button is disabled until the list is reloaded: a second click would expire
+// nothing and say so as an error.
+async function expireSilence(id, button) {
+  if (button) button.disabled = true;
   const out = $("silence-result");
   try {
     await api("/api/v1/silences/" + encodeURIComponent(id), { method: "DELETE" });
