@@ -18,6 +18,15 @@ MONSERV_CARGO_ENV = \
 	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
 	CARGO_PROFILE_RELEASE_PANIC=abort \
 	CARGO_PROFILE_RELEASE_STRIP=true
+# Without unwind tables, as image/build-aarch64.sh links it (image/discard-eh-frame.ld:
+# panic = "abort", so they only served backtraces; about 0.9 MB). Buildroot's own flag
+# for 32-bit ARM is kept, since this variable replaces it.
+MONSERV_RUSTFLAGS = -Clink-arg=-Wl,-T,$(@D)/image/discard-eh-frame.ld
+ifeq ($(NORMALIZED_ARCH),arm)
+MONSERV_RUSTFLAGS += -Clink-arg=-Wl,--allow-multiple-definition
+endif
+MONSERV_CARGO_ENV += \
+	CARGO_TARGET_$(call UPPERCASE,$(RUSTC_TARGET_NAME))_RUSTFLAGS="$(MONSERV_RUSTFLAGS)"
 # Without `rule new`/`rule build`, a workstation's tools (Cargo.toml, `authoring`).
 MONSERV_CARGO_BUILD_OPTS = --bin monserv --no-default-features
 

@@ -33,6 +33,10 @@ export CARGO_PROFILE_RELEASE_OPT_LEVEL = "z"
 export CARGO_PROFILE_RELEASE_LTO = "true"
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS = "1"
 export CARGO_PROFILE_RELEASE_PANIC = "abort"
+# Without unwind tables, as image/build-aarch64.sh links it (image/discard-eh-frame.ld:
+# with panic = "abort" they only served backtraces; about 0.9 MB). cargo.bbclass
+# exports RUSTFLAGS, which with --target applies to the binary, not to build scripts.
+RUSTFLAGS:append = " -C link-arg=-Wl,-T,${S}/image/discard-eh-frame.ld"
 # Without `rule new`/`rule build`, a workstation's tools (Cargo.toml, `authoring`).
 # cargo.bbclass passes EXTRA_CARGO_FLAGS to `cargo build` (oelint does not know it).
 # nooelint: oelint.vars.mispell
