@@ -19,7 +19,7 @@ MONSERV_CARGO_ENV = \
 	CARGO_PROFILE_RELEASE_PANIC=abort \
 	CARGO_PROFILE_RELEASE_STRIP=true
 # Without unwind tables, as image/build-aarch64.sh links it (image/discard-eh-frame.ld:
-# panic = "abort", so they only served backtraces; about 0.9 MB). Buildroot's own flag
+# panic = "abort", so they only served backtraces; 1.4 MB with GNU ld). Buildroot's own flag
 # for 32-bit ARM is kept, since this variable replaces it.
 MONSERV_RUSTFLAGS = -Clink-arg=-Wl,-T,$(@D)/image/discard-eh-frame.ld
 ifeq ($(NORMALIZED_ARCH),arm)
