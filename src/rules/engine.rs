@@ -765,11 +765,16 @@ impl RuleEngine {
                     (result, took)
                 }
             };
+            // An evaluation is booked in one hold of the stats lock with what its
+            // output cost (`count_limits`), so a status read between the two locks
+            // below never sees the evaluation without its over-the-cap count.
+            let book = |stats: &mut Stats| {
+                stats.evaluations += 1;
+                stats.last_eval = took;
+                stats.first_round.get_or_insert(snapshot.round);
+                stats.last_round = snapshot.round;
+            };
             let mut stats = lock(&current.stats);
-            stats.evaluations += 1;
-            stats.last_eval = took;
-            stats.first_round.get_or_insert(snapshot.round);
-            stats.last_round = snapshot.round;
             match result {
                 Ok((events, trimmed)) => {
                     if stats.quarantined_until.take().is_some() || stats.consecutive_failures > 0 {
@@ -790,9 +795,13 @@ impl RuleEngine {
                     changes.fired.extend(applied.changes.fired);
                     changes.recovered.extend(applied.changes.recovered);
                     let mut stats = lock(&current.stats);
+                    book(&mut stats);
                     self.count_limits(&slot.ctx.name, &mut stats, trimmed, applied.over_cap, now);
                 }
-                Err(e) => self.failed(&slot.ctx.name, &mut stats, e),
+                Err(e) => {
+                    book(&mut stats);
+                    self.failed(&slot.ctx.name, &mut stats, e)
+                }
             }
         }
         changes.rule_states = self.due_states(false);
