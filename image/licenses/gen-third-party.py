@@ -101,8 +101,10 @@ BUILDROOT = REPO / "image/buildroot/package/monserv/monserv.mk"
 def fields(text: str) -> dict[pathlib.Path, tuple[re.Pattern, str]]:
     """The recipes' licence lines: monserv's own choice, then every linked crate's."""
     ids = next(line for line in text.splitlines() if line.startswith("Licences (SPDX): ")).split(": ")[1].split()
-    yocto = "(MIT | Apache-2.0) & " + " & ".join(ids)
-    buildroot = "MIT or Apache-2.0 (monserv), " + ", ".join(i.replace("-with-", " WITH ") for i in ids) + " (linked crates)"
+    spdx = [i.replace("-with-", " WITH ") for i in ids]
+    # SPDX operators: BitBake (wrynose) warns that `&` and `|` are an old syntax.
+    yocto = "(MIT OR Apache-2.0) AND " + " AND ".join(spdx)
+    buildroot = "MIT or Apache-2.0 (monserv), " + ", ".join(spdx) + " (linked crates)"
     recipe = sorted(YOCTO.glob("monserv_*.bb"))[0]
     return {
         recipe: (re.compile(r'^LICENSE = ".*"$', re.M), f'LICENSE = "{yocto}"'),

@@ -14,7 +14,7 @@ IMAGE_FEATURES += "read-only-rootfs"
 
 # /var/lib is volatile under a read-only root (volatile-binds): without a partition of
 # its own, host-key pins and uploaded rules would be gone at every boot. The wic
-# layout (wic/monserv-image.wks) makes one, labelled monserv-data; this line mounts it
+# layout (files/wic/monserv-image.wks) makes one, labelled monserv-data; this line mounts it
 # wherever the product's own layout puts it.
 WKS_FILE ?= "monserv-image.wks"
 ROOTFS_POSTPROCESS_COMMAND += "monserv_data_partition"

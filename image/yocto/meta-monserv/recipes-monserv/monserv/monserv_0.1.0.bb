@@ -5,7 +5,7 @@ DESCRIPTION = "monserv watches servers over SSH without agents, pushes live metr
 HOMEPAGE = "https://github.com/monserv/monserv"
 BUGTRACKER = "https://github.com/monserv/monserv/issues"
 SECTION = "net"
-LICENSE = "(MIT | Apache-2.0) & Apache-2.0 & Apache-2.0-with-LLVM-exception & BSD-2-Clause & BSD-3-Clause & CC0-1.0 & ISC & MIT & MIT-0 & Unicode-3.0 & Unlicense & Zlib"
+LICENSE = "(MIT OR Apache-2.0) AND Apache-2.0 AND Apache-2.0 WITH LLVM-exception AND BSD-2-Clause AND BSD-3-Clause AND CC0-1.0 AND ISC AND MIT AND MIT-0 AND Unicode-3.0 AND Unlicense AND Zlib"
 LIC_FILES_CHKSUM = "file://LICENSE-MIT;md5=482d209f51dfa13251fc20bf7159a9b8 \
                     file://LICENSE-APACHE;md5=89aea4e17d99a7cacdbeed46a0096b10 \
                     file://THIRD-PARTY-LICENSES;md5=adc71cb09d3873279278d0ddedd65490"
