@@ -683,8 +683,7 @@ async function loadSilences() {
     el("td", {}, s.state === "expired" ? "" : el("button", { type: "button", class: "danger", onclick: (e) => expireSilence(s.id, e.currentTarget) }, "Expire")))));
   if (!list.length) body.append(el("tr", {}, el("td", { colspan: 5, class: "empty" }, "No silences.")));
 }
-// The button is disabled until the list is reloaded: a second click would expire
-// nothing and say so as an error.
+// The button is disabled until the list is reloaded: one click, one DELETE.
 async function expireSilence(id, button) {
   if (button) button.disabled = true;
   const out = $("silence-result");
