@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -111,12 +111,19 @@ async fn go_agents_are_polled_alerted_on_and_contained() {
     );
     assert!(!error(&url("/garbage")).contains('\u{1b}'));
     assert_eq!(error(&url("/missing")), "agent answered HTTP 404");
-    // The built-in rule alerts on it like on any host.
+    // The built-in rule alerts on it like on any host. Read from the active alerts:
+    // the alert may have gone out on /ws while `wait_metrics` above skipped it.
+    let deadline = Instant::now() + Duration::from_secs(20);
     let alert = loop {
-        let msg = support::next_json(&mut ws, Duration::from_secs(10)).await;
-        if msg["type"] == "alert" && msg["subject"].as_str().unwrap().contains("memory high") {
-            break msg;
+        let (status, body) = support::http_get(d.addr, "/api/v1/alerts/active", &[]).await;
+        assert_eq!(status, 200, "{body}");
+        let active: Value = serde_json::from_str(&body).unwrap();
+        let alerts = active["data"]["alerts"].as_array().unwrap();
+        if let Some(a) = alerts.iter().find(|a| a["subject"].as_str().unwrap().contains("memory high")) {
+            break a.clone();
         }
+        assert!(Instant::now() < deadline, "no memory alert for the agent within 20 s: {active:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(alert["subject"], "[ALERT] plc-gw-7\u{fffd}[2J memory high");
     // One kept-alive connection for the good agent across rounds, no per-poll connects.
