@@ -23,6 +23,8 @@ licenses=(LICENSE-MIT LICENSE-APACHE THIRD-PARTY-LICENSES)
 
 die() { printf 'pin.sh: %s\n' "$*" >&2; exit 1; }
 version() { sed -n 's/^MONSERV_VERSION = \([0-9a-f]\{40\}\)$/\1/p' "$pkg/monserv.mk"; }
+# The sha256 of FILE as committed at REV (what the archive of REV holds).
+blob_sha() { git -C "$repo" show "$1:$2" | sha256sum | cut -d' ' -f1; }
 hash_of() { awk -v f="$1" '$1 == "sha256" && $3 == f { print $2 }' "$pkg/monserv.hash"; }
 
 check() {
@@ -35,7 +37,7 @@ check() {
     grep -Eq "^sha256  [0-9a-f]{64}  monserv-$v-cargo[0-9]+\.tar\.gz$" "$pkg/monserv.hash" ||
         die "monserv.hash has no archive hash for monserv-$v-cargoN.tar.gz: run pin.sh $v /path/to/buildroot"
     for f in "${licenses[@]}"; do
-        want=$(git -C "$repo" show "$v:$f" | sha256sum | cut -d' ' -f1)
+        want=$(blob_sha "$v" "$f")
         have=$(hash_of "$f")
         [ "$want" = "$have" ] || die "monserv.hash: $f is ${have:-missing}, but $f at $v hashes to $want"
     done
@@ -74,7 +76,7 @@ pin() {
         echo "sha256  $sum  $file"
         echo "# Locally computed"
         for f in "${licenses[@]}"; do
-            echo "sha256  $(git -C "$repo" show "$v:$f" | sha256sum | cut -d' ' -f1)  $f"
+            echo "sha256  $(blob_sha "$v" "$f")  $f"
         done
     } >"$pkg/monserv.hash"
     # The proof: from an empty download directory, with hashes forced as the defconfigs
